@@ -1,0 +1,83 @@
+"""Simple, strong baselines computed on the same split as the model.
+
+- `MostPopular`: every user gets the items most often interacted with.
+- `EASE` (Steck, 2019): a closed-form item-item linear model,
+  B = I - P diag(1/diag(P)) with P = (X'X + lambda I)^-1, zero diagonal.
+- `ItemMeanRating`: the rating baseline for RMSE, an item's mean training
+  rating shrunk toward the global mean.
+"""
+import logging
+from typing import Sequence
+
+import numpy as np
+from scipy import sparse
+
+from tfgan_rec import evaluate
+
+log = logging.getLogger(__name__)
+
+EASE_MAX_ITEMS = 30_000  # X'X is items x items and dense.
+
+
+class MostPopular:
+  """Scores items by their training interaction count.
+
+  >>> train = evaluate.interaction_matrix(np.array([1, 2]), np.array([1, 1]),
+  ...                                     2, 2)
+  >>> MostPopular(train).scores(np.array([1]))[0].tolist()
+  [0.0, 2.0, 0.0]
+  """
+
+  def __init__(self, train: sparse.csr_matrix):
+    self.counts = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()
+
+  def scores(self, users: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(self.counts, (len(users), len(self.counts)))
+
+
+class EASE:
+  """Embarrassingly Shallow Autoencoder; `l2` is lambda."""
+
+  def __init__(self, train: sparse.csr_matrix, l2: float = 500.0):
+    if train.shape[1] > EASE_MAX_ITEMS:
+      raise ValueError(f"EASE needs a dense {train.shape[1]}^2 matrix; over "
+                       f"{EASE_MAX_ITEMS} items it is skipped.")
+    self.train = train
+    gram = (train.T @ train).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    precision = np.linalg.inv(gram)
+    weights = precision / -np.diag(precision)
+    weights[np.diag_indices_from(weights)] = 0.0
+    self.weights = weights.astype(np.float32)
+
+  def scores(self, users: np.ndarray) -> np.ndarray:
+    return np.asarray(self.train[users] @ self.weights)
+
+
+def tune_ease(fit: sparse.csr_matrix, validation: sparse.csr_matrix, k: int,
+              grid: Sequence[float] = (50, 100, 200, 500, 1000, 2000)
+              ) -> float:
+  """Picks lambda by validation Recall@k (the test split is not used)."""
+  best_l2, best_recall = grid[0], -1.0
+  for l2 in grid:
+    model = EASE(fit, l2)
+    recall = evaluate.evaluate_retrieval(model.scores, fit, validation,
+                                         k)["overall"][f"recall@{k}"]
+    log.info("EASE lambda=%g validation recall@%d=%.4f", l2, k, recall)
+    if recall > best_recall:
+      best_l2, best_recall = l2, recall
+  return best_l2
+
+
+class ItemMeanRating:
+  """Predicts (sum of item ratings + m * global mean) / (count + m)."""
+
+  def __init__(self, item: np.ndarray, rating: np.ndarray, num_items: int,
+               shrinkage: float = 5.0):
+    self.global_mean = float(rating.mean())
+    sums = np.bincount(item, rating, minlength=num_items + 1)
+    counts = np.bincount(item, minlength=num_items + 1)
+    self.means = (sums + shrinkage * self.global_mean) / (counts + shrinkage)
+
+  def predict(self, item: np.ndarray) -> np.ndarray:
+    return self.means[item]

@@ -1,0 +1,95 @@
+"""Top-K retrieval metrics and rating error, overall and per user slice.
+
+Definitions (per user with at least one held-out item, then averaged):
+- Recall@K = hits in the top K / number of held-out items;
+- NDCG@K = sum over hits of 1/log2(rank + 1), divided by the best possible
+  DCG with min(K, held-out) hits;
+- HitRate@K = 1 if any held-out item is in the top K;
+- Coverage@K = distinct items recommended to the slice / catalogue size.
+Items the user has in training are never recommended.
+"""
+from typing import Callable, Dict, Optional
+
+import numpy as np
+from scipy import sparse
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+def interaction_matrix(user: np.ndarray, item: np.ndarray, num_users: int,
+                       num_items: int) -> sparse.csr_matrix:
+  """Binary (num_users + 1) x (num_items + 1) matrix; row/column 0 unused."""
+  values = np.ones(len(user), dtype=np.float32)
+  matrix = sparse.csr_matrix((values, (user, item)),
+                             shape=(num_users + 1, num_items + 1))
+  matrix.data[:] = 1.0
+  return matrix
+
+
+def top_k(scores: np.ndarray, exclude: sparse.csr_matrix, k: int) -> np.ndarray:
+  """Indices of the k best items per row; excluded and padding items never
+  appear (column 0 is the padding item)."""
+  scores = np.array(scores, dtype=np.float32, copy=True)
+  scores[:, 0] = -np.inf
+  rows, cols = exclude.nonzero()
+  scores[rows, cols] = -np.inf
+  k = min(k, scores.shape[1] - 1)
+  best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+  order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1,
+                     kind="stable")
+  return np.take_along_axis(best, order, axis=1)
+
+
+def user_metrics(recommended: np.ndarray, truth: sparse.csr_matrix) -> dict:
+  """Recall, NDCG and hit per row of `recommended` against `truth` rows."""
+  hits = np.asarray(truth[np.arange(truth.shape[0])[:, None],
+                          recommended].todense()) > 0
+  num_true = np.asarray(truth.sum(axis=1)).ravel()
+  k = recommended.shape[1]
+  discounts = 1.0 / np.log2(np.arange(2, k + 2))
+  ideal = np.cumsum(discounts)[np.minimum(num_true, k).astype(int) - 1]
+  return {"recall": hits.sum(axis=1) / num_true,
+          "ndcg": (hits * discounts).sum(axis=1) / ideal,
+          "hit_rate": hits.any(axis=1).astype(np.float64)}
+
+
+def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
+                       test: sparse.csr_matrix, k: int = 20,
+                       slices: Optional[Dict[str, np.ndarray]] = None,
+                       batch_size: int = 1024) -> Dict[str, dict]:
+  """Scores every user with held-out items and reports metrics per slice.
+
+  `score_fn(users)` returns a [len(users), num_items + 1] score matrix.
+  `slices` maps a slice name to a boolean mask over user indices; "overall"
+  is always added. Returns {slice: {"recall@k": ..., "ndcg@k": ..., ...,
+  "users": n}}.
+  """
+  users = np.flatnonzero(np.asarray(test.sum(axis=1)).ravel() > 0)
+  per_user = {"recall": [], "ndcg": [], "hit_rate": []}
+  recommended = []
+  for start in range(0, len(users), batch_size):
+    batch = users[start:start + batch_size]
+    top = top_k(score_fn(batch), train[batch], k)
+    for name, values in user_metrics(top, test[batch]).items():
+      per_user[name].append(values)
+    recommended.append(top)
+  per_user = {name: np.concatenate(v) for name, v in per_user.items()}
+  recommended = np.concatenate(recommended)
+  num_items = train.shape[1] - 1
+  masks = {"overall": np.ones(train.shape[0], dtype=bool), **(slices or {})}
+  report = {}
+  for name, mask in masks.items():
+    chosen = mask[users]
+    if not chosen.any():
+      continue
+    report[name] = {
+        f"{metric}@{k}": float(values[chosen].mean())
+        for metric, values in per_user.items()}
+    report[name][f"coverage@{k}"] = (
+        len(np.unique(recommended[chosen])) / num_items)
+    report[name]["users"] = int(chosen.sum())
+  return report
+
+
+def rmse(predictions: np.ndarray, ratings: np.ndarray) -> float:
+  return float(np.sqrt(np.mean((np.asarray(predictions) - ratings) ** 2)))
