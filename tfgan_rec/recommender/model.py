@@ -1,0 +1,130 @@
+"""The two-stage TFRS model: a retrieval task and a ranking task."""
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfgan_rec.config import ModelConfig
+from tfgan_rec.data.dataset import EncodedData
+from tfgan_rec.recommender import towers
+
+
+def history_table(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
+                  num_users: int, length: int) -> np.ndarray:
+  """[num_users + 1, length] matrix of each user's latest items, 0-padded."""
+  order = np.lexsort((np.arange(len(user)), -timestamp, user))
+  sorted_user = user[order]
+  starts = np.searchsorted(sorted_user, sorted_user, side="left")
+  rank = np.arange(len(order)) - starts
+  keep = rank < length
+  table = np.zeros((num_users + 1, length), dtype=np.int32)
+  table[sorted_user[keep], rank[keep]] = item[order][keep]
+  return table
+
+
+def _constant_table(values: np.ndarray, name: str) -> tf.Variable:
+  # Non-trainable variables rather than constants keep large tables out of
+  # the graph proto (2 GiB limit) and let them be swapped without retracing.
+  return tf.Variable(values, trainable=False, name=name)
+
+
+class TwoStageModel(tfrs.Model):
+  """Retrieval (in-batch plus sampled softmax) and rating ranking, one model.
+
+  Batches are dicts with int `user`, `item`, float `rating` and `weight`
+  (generated interactions arrive with weight < 1; both tasks honour it).
+  The retrieval loss corrects for popularity (log-Q) and removes accidental
+  hits; `extra_negatives` uniformly sampled items are added to the in-batch
+  negatives (mixed negative sampling) so rare items are pushed down too.
+
+  >>> model = TwoStageModel(config, encoded, history, item_counts)  # doctest: +SKIP
+  >>> model.compile(tf.keras.optimizers.Adam(3e-3)); model.fit(batches)  # doctest: +SKIP
+  """
+
+  def __init__(self, config: ModelConfig, data: EncodedData,
+               history: np.ndarray, item_counts: np.ndarray):
+    super().__init__()
+    self.config = config
+    self.num_items = data.num_items
+    self.user_features = {name: _constant_table(v, f"user_{name}")
+                          for name, v in data.user_features.values.items()}
+    self.item_features = {name: _constant_table(v, f"item_{name}")
+                          for name, v in data.item_features.values.items()}
+    self.history_items = _constant_table(history, "history_items")
+    share = item_counts / max(item_counts.sum(), 1.0)
+    self.item_share = _constant_table(share.astype(np.float32), "item_share")
+    self.query_tower = towers.QueryTower(
+        data.num_users, data.num_items, data.user_features.specs,
+        config.embedding_dim, config.feature_dim, config.query_hidden)
+    self.candidate_tower = towers.CandidateTower(
+        data.num_items, data.item_features.specs, config.embedding_dim,
+        config.feature_dim, config.candidate_hidden, config.item_id_dropout)
+    self.rating_head = towers.mlp(config.ranking_hidden, 1, "rating_head")
+    self.retrieval_task = tfrs.tasks.Retrieval(
+        temperature=config.temperature, remove_accidental_hits=True)
+    self.ranking_task = tfrs.tasks.Ranking(
+        loss=tf.keras.losses.MeanSquaredError(),
+        metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
+
+  def user_embeddings(self, user: tf.Tensor, history=None) -> tf.Tensor:
+    """Query embeddings; `history` defaults to the user's stored history."""
+    if history is None:
+      history = tf.gather(self.history_items, user)
+    features = {k: tf.gather(v, user) for k, v in self.user_features.items()}
+    return self.query_tower(user, features, history)
+
+  def item_embeddings(self, item: tf.Tensor, training=None) -> tf.Tensor:
+    features = {k: tf.gather(v, item) for k, v in self.item_features.items()}
+    return self.candidate_tower(item, features, training=training)
+
+  def predict_rating(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
+    joint = tf.concat([query, candidate, query * candidate], axis=-1)
+    return tf.squeeze(self.rating_head(joint), -1)
+
+  def _training_history(self, user, item, training):
+    """The user's history without the target item, randomly thinned in
+    training so the model also learns from short histories."""
+    history = tf.gather(self.history_items, user)
+    history = tf.where(history == item[:, None], tf.zeros_like(history),
+                       history)
+    if training and self.config.history_dropout:
+      keep = tf.random.uniform(tf.shape(history)) >= self.config.history_dropout
+      history = tf.where(keep, history, tf.zeros_like(history))
+    return history
+
+  def _negatives(self, batch_size):
+    count = self.config.extra_negatives
+    if count <= 0:
+      return tf.zeros([0], tf.int32)
+    if count >= self.num_items:
+      return tf.range(1, self.num_items + 1, dtype=tf.int32)
+    return tf.random.uniform([count], 1, self.num_items + 1, dtype=tf.int32)
+
+  def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False):
+    user, item = inputs["user"], inputs["item"]
+    weight = inputs.get("weight")
+    history = self._training_history(user, item, training)
+    query = self.user_embeddings(user, history)
+    candidate = self.item_embeddings(item, training=training)
+    negatives = self._negatives(tf.shape(item)[0])
+    candidate_ids = tf.concat([item, negatives], 0)
+    candidates = tf.concat(
+        [candidate, self.item_embeddings(negatives, training=training)], 0)
+    # Probability that a candidate slot of this batch holds this item (TFRS
+    # clips it to [1e-6, 1], so it must be a probability, not a count).
+    batch_size = tf.cast(tf.shape(item)[0], tf.float32)
+    num_negatives = tf.cast(tf.shape(negatives)[0], tf.float32)
+    expected = (batch_size * tf.gather(self.item_share, candidate_ids) +
+                num_negatives / self.num_items) / (batch_size + num_negatives)
+    retrieval_loss = self.retrieval_task(
+        query, candidates, sample_weight=weight,
+        candidate_sampling_probability=expected ** self.config.logq_correction,
+        candidate_ids=candidate_ids, compute_metrics=False,
+        compute_batch_metrics=False)
+    predicted = self.predict_rating(query, candidate)
+    ranking_loss = self.ranking_task(labels=inputs["rating"][:, None],
+                                     predictions=predicted[:, None],
+                                     sample_weight=weight)
+    return (self.config.retrieval_weight * retrieval_loss +
+            self.config.ranking_weight * ranking_loss)

@@ -1,0 +1,150 @@
+"""Builds, trains (with early stopping on validation Recall@K) and scores the
+two-stage model."""
+import dataclasses
+import logging
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfgan_rec import evaluate
+from tfgan_rec.config import RunConfig
+from tfgan_rec.data.dataset import EncodedData
+from tfgan_rec.recommender.model import TwoStageModel, history_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainingRows:
+  """Interactions to learn from; `weight` < 1 marks generated ones."""
+  user: np.ndarray
+  item: np.ndarray
+  rating: np.ndarray
+  timestamp: np.ndarray
+  weight: np.ndarray
+
+  @classmethod
+  def real(cls, data: EncodedData, rows: np.ndarray) -> "TrainingRows":
+    return cls(data.user[rows], data.item[rows], data.rating[rows],
+               data.timestamp[rows], np.ones(len(rows), np.float32))
+
+
+@dataclasses.dataclass
+class FitResult:
+  model: TwoStageModel
+  best_epoch: int
+  history: List[Dict[str, float]]
+
+
+def build_model(config: RunConfig, data: EncodedData,
+                rows: TrainingRows) -> TwoStageModel:
+  history = history_table(rows.user, rows.item, rows.timestamp, data.num_users,
+                          config.model.history_length)
+  counts = np.bincount(rows.item, weights=rows.weight,
+                       minlength=data.num_items + 1)
+  model = TwoStageModel(config.model, data, history, counts)
+  model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
+  return model
+
+
+def make_dataset(rows: TrainingRows, batch_size: int, seed: int,
+                 shuffle: bool = True) -> tf.data.Dataset:
+  tensors = {"user": rows.user.astype(np.int32),
+             "item": rows.item.astype(np.int32),
+             "rating": rows.rating.astype(np.float32),
+             "weight": rows.weight.astype(np.float32)}
+  dataset = tf.data.Dataset.from_tensor_slices(tensors)
+  if shuffle:
+    dataset = dataset.shuffle(len(rows.user), seed=seed,
+                              reshuffle_each_iteration=True)
+  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def score_all_items(model: TwoStageModel, users: np.ndarray) -> np.ndarray:
+  """[len(users), num_items + 1] retrieval scores (column 0 = padding)."""
+  items = tf.range(0, model.num_items + 1, dtype=tf.int32)
+  candidates = model.item_embeddings(items)
+  queries = model.user_embeddings(tf.constant(users, tf.int32))
+  return tf.matmul(queries, candidates, transpose_b=True).numpy()
+
+
+def predict_ratings(model: TwoStageModel, user: np.ndarray,
+                    item: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+  out = []
+  for start in range(0, len(user), batch_size):
+    u = tf.constant(user[start:start + batch_size], tf.int32)
+    i = tf.constant(item[start:start + batch_size], tf.int32)
+    out.append(model.predict_rating(model.user_embeddings(u),
+                                    model.item_embeddings(i)).numpy())
+  return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _verbosity() -> int:
+  return 1 if sys.stderr.isatty() else 2
+
+
+def fit_with_early_stopping(config: RunConfig, data: EncodedData,
+                            rows: TrainingRows,
+                            validation: Optional[np.ndarray],
+                            callbacks=None) -> FitResult:
+  """Trains up to `epochs`, keeping the weights of the epoch with the best
+  validation Recall@K (stopping after `patience` epochs without gain).
+
+  `validation` are rows of `data`; without it, trains exactly `epochs`.
+  """
+  model = build_model(config, data, rows)
+  dataset = make_dataset(rows, config.train.batch_size, config.seed)
+  k = config.eval.k
+  if validation is not None:
+    seen = evaluate.interaction_matrix(rows.user, rows.item, data.num_users,
+                                       data.num_items)
+    held = evaluate.interaction_matrix(data.user[validation],
+                                       data.item[validation], data.num_users,
+                                       data.num_items)
+  best, best_epoch, best_weights, history = -1.0, 0, None, []
+  for epoch in range(1, config.train.epochs + 1):
+    logs = model.fit(dataset, epochs=1, verbose=_verbosity(),
+                     callbacks=callbacks).history
+    record = {"epoch": epoch, "loss": float(logs["loss"][-1])}
+    if validation is not None:
+      metrics = evaluate.evaluate_retrieval(
+          lambda users: score_all_items(model, users), seen, held, k)
+      record[f"val_recall@{k}"] = metrics["overall"][f"recall@{k}"]
+      log.info("epoch %d: loss %.4f, validation recall@%d %.4f", epoch,
+               record["loss"], k, record[f"val_recall@{k}"])
+      if record[f"val_recall@{k}"] > best:
+        best, best_epoch = record[f"val_recall@{k}"], epoch
+        best_weights = model.get_weights()
+      elif epoch - best_epoch >= config.train.patience:
+        history.append(record)
+        break
+    history.append(record)
+  if best_weights is not None:
+    model.set_weights(best_weights)
+  else:
+    best_epoch = len(history)
+  return FitResult(model, best_epoch, history)
+
+
+def train_recommender(config: RunConfig, data: EncodedData,
+                      fit_rows: TrainingRows, train_rows: TrainingRows,
+                      validation: np.ndarray, callbacks=None) -> FitResult:
+  """Early-stops on `validation` while training on `fit_rows`; with
+  `refit`, then retrains on all of `train_rows` for the best epoch count."""
+  tf.keras.utils.set_random_seed(config.seed)
+  result = fit_with_early_stopping(config, data, fit_rows, validation,
+                                   callbacks)
+  if not config.train.refit:
+    return result
+  log.info("Refitting on training + validation for %d epochs",
+           result.best_epoch)
+  tf.keras.utils.set_random_seed(config.seed)
+  refit_config = dataclasses.replace(
+      config, train=dataclasses.replace(config.train,
+                                        epochs=result.best_epoch))
+  refit = fit_with_early_stopping(refit_config, data, train_rows, None,
+                                  callbacks)
+  return FitResult(refit.model, result.best_epoch,
+                   result.history + [dict(r, refit=True) for r in refit.history])
