@@ -43,7 +43,8 @@ class TwoStageModel(tfrs.Model):
   """
 
   def __init__(self, config: ModelConfig, data: EncodedData,
-               history: np.ndarray, item_counts: np.ndarray):
+               history: np.ndarray, item_counts: np.ndarray,
+               rating_mean: float = 0.0):
     super().__init__()
     self.config = config
     self.num_items = data.num_items
@@ -52,6 +53,8 @@ class TwoStageModel(tfrs.Model):
     self.item_features = {name: _constant_table(v, f"item_{name}")
                           for name, v in data.item_features.values.items()}
     self.history_items = _constant_table(history, "history_items")
+    # The rating head predicts the deviation from the mean training rating.
+    self.rating_offset = float(rating_mean)
     share = item_counts / max(item_counts.sum(), 1.0)
     self.item_share = _constant_table(share.astype(np.float32), "item_share")
     self.query_tower = towers.QueryTower(
@@ -80,7 +83,7 @@ class TwoStageModel(tfrs.Model):
 
   def predict_rating(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
     joint = tf.concat([query, candidate, query * candidate], axis=-1)
-    return tf.squeeze(self.rating_head(joint), -1)
+    return tf.squeeze(self.rating_head(joint), -1) + self.rating_offset
 
   def _training_history(self, user, item, training):
     """The user's history without the target item, randomly thinned in

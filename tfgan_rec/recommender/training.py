@@ -44,7 +44,8 @@ def build_model(config: RunConfig, data: EncodedData,
                           config.model.history_length)
   counts = np.bincount(rows.item, weights=rows.weight,
                        minlength=data.num_items + 1)
-  model = TwoStageModel(config.model, data, history, counts)
+  rating_mean = np.average(rows.rating, weights=rows.weight)
+  model = TwoStageModel(config.model, data, history, counts, rating_mean)
   model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
   return model
 

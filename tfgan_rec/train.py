@@ -1,0 +1,217 @@
+"""`python -m tfgan_rec.train`: data -> baselines -> TFRS model -> report ->
+export.
+
+    python -m tfgan_rec.train                       # MovieLens 100K
+    python -m tfgan_rec.train --ratings logs.csv --users users.csv --items items.csv
+    python -m tfgan_rec.train --config best.yaml --seed 7
+
+Each run writes config.yaml, metrics.json and report.md to its run directory
+(`--run-dir`, default runs/<time>-seed<seed>) and exports the retrieval and
+ranking SavedModels as the next version under `--export-dir`.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+import tfgan_rec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import yaml
+
+from tfgan_rec import baselines, config as config_lib, evaluate, report
+from tfgan_rec.errors import InputError
+
+log = logging.getLogger("tfgan_rec")
+
+# flag -> (section, field); the flag's type comes from the dataclass default.
+FLAGS = {
+    "dataset": ("data", "dataset"), "ratings": ("data", "ratings"),
+    "users": ("data", "users"), "items": ("data", "items"),
+    "data_dir": ("data", "data_dir"), "cache_dir": ("data", "cache_dir"),
+    "synthetic_interactions": ("data", "synthetic_interactions"),
+    "test_fraction": ("data", "test_fraction"),
+    "validation_fraction": ("data", "validation_fraction"),
+    "sparse_users": ("data", "sparse_users"),
+    "sparse_keep": ("data", "sparse_keep"),
+    "embedding_dim": ("model", "embedding_dim"),
+    "temperature": ("model", "temperature"),
+    "ranking_weight": ("model", "ranking_weight"),
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
+    "learning_rate": ("train", "learning_rate"),
+    "patience": ("train", "patience"), "k": ("eval", "k"),
+    "export_dir": ("export", "export_dir"), "top_k": ("export", "top_k"),
+    "keep_versions": ("export", "keep_versions"),
+}
+TOP_LEVEL = ("seed", "run_dir", "logdir", "augment")
+HELP = {
+    "dataset": "movielens (default), csv (with --ratings) or synthetic",
+    "ratings": "CSV of user_id,item_id[,rating][,timestamp]",
+    "users": "CSV of user_id plus user feature columns",
+    "items": "CSV of item_id plus item feature columns (title, genres, ...)",
+    "data_dir": "local GroupLens ml-100k folder or TFDS data dir",
+    "cache_dir": "where downloaded MovieLens is cached",
+    "sparse_users": "fraction of users whose training history is truncated",
+    "sparse_keep": "interactions kept for those users",
+    "export_dir": "where versioned SavedModels are written",
+    "top_k": "items returned by the exported retrieval model",
+    "k": "cut-off K of the evaluation metrics",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m tfgan_rec.train", description=__doc__.split("\n")[0],
+      argument_default=argparse.SUPPRESS)
+  parser.add_argument("--config", help="YAML config; flags override it")
+  defaults = config_lib.RunConfig()
+  for flag, (section, field) in FLAGS.items():
+    current = getattr(getattr(defaults, section), field)
+    kind = type(current) if current is not None else str
+    parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind,
+                        help=f"{HELP.get(flag, field)} (default: {current})")
+  parser.add_argument("--seed", type=int, help="random seed (default: 42)")
+  parser.add_argument("--run-dir", dest="run_dir",
+                      help="run output folder (default: runs/<time>-seed<N>)")
+  parser.add_argument("--logdir", help="TensorBoard log folder")
+  parser.add_argument("--augment", choices=["none"],
+                      help="augmentation of the training data (default: none)")
+  parser.add_argument("--no-refit", dest="refit", action="store_false",
+                      help="skip retraining on train+validation")
+  parser.add_argument("--no-export", dest="export", action="store_false",
+                      help="skip the SavedModel export")
+  parser.add_argument("-v", "--verbose", action="store_true")
+  return parser
+
+
+def resolve_config(args: argparse.Namespace) -> config_lib.RunConfig:
+  """Defaults < YAML (--config) < flags."""
+  config = config_lib.RunConfig()
+  if getattr(args, "config", None):
+    config_lib.update(config, config_lib.load_yaml(args.config), args.config)
+  given = vars(args)
+  for flag, (section, field) in FLAGS.items():
+    if flag in given:
+      setattr(getattr(config, section), field, given[flag])
+  for field in TOP_LEVEL:
+    if field in given:
+      setattr(config, field, given[field])
+  if "refit" in given:
+    config.train.refit = given["refit"]
+  if config.data.ratings:
+    config.data.dataset = "csv"
+  return config
+
+
+def _run_dir(config: config_lib.RunConfig) -> str:
+  path = config.run_dir or os.path.join(
+      "runs", time.strftime("%Y%m%d-%H%M%S") + f"-seed{config.seed}")
+  if os.path.exists(os.path.join(path, "metrics.json")):
+    raise InputError(f"run directory '{path}' already holds a run; choose "
+                     f"another --run-dir (nothing was overwritten).")
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
+def _baselines(prepared, k: int) -> dict:
+  l2 = baselines.tune_ease(prepared.fit, prepared.validation, k)
+  results = {}
+  for name, model in (("MostPop", baselines.MostPopular(prepared.train)),
+                      (f"EASE (lambda={l2:g})",
+                       baselines.EASE(prepared.train, l2))):
+    results[name] = evaluate.evaluate_retrieval(
+        model.scores, prepared.train, prepared.test, k, prepared.slices)
+  return results
+
+
+def run(config: config_lib.RunConfig, export: bool = True) -> dict:
+  """One full run; returns the summary that is also written to metrics.json."""
+  # Imported here so `--help` and input errors answer without loading TF.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfgan_rec import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tfgan_rec import export as export_lib  # pylint: disable=g-import-not-at-top
+  from tfgan_rec.recommender import training  # pylint: disable=g-import-not-at-top
+
+  run_dir = _run_dir(config)
+  with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+    yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+  seconds, k = {}, config.eval.k
+
+  start = time.time()
+  prepared = data_lib.prepare(config.data, config.seed)
+  data, split = prepared.data, prepared.split
+  seconds["data"] = time.time() - start
+  log.info("data: %s (%d users, %d items, %d interactions)", data.source,
+           data.num_users, data.num_items, len(data))
+
+  start = time.time()
+  retrieval = _baselines(prepared, k)
+  seconds["baselines"] = time.time() - start
+
+  start = time.time()
+  callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
+               if config.logdir else None)
+  result = training.train_recommender(
+      config, data, training.TrainingRows.real(data, split.fit),
+      training.TrainingRows.real(data, split.train), split.validation,
+      callbacks)
+  seconds["recommender"] = time.time() - start
+  model = result.model
+  retrieval = {"TFRS two-stage": evaluate.evaluate_retrieval(
+      lambda users: training.score_all_items(model, users), prepared.train,
+      prepared.test, k, prepared.slices), **retrieval}
+  test_user, test_item = data.user[split.test], data.item[split.test]
+  item_mean = baselines.ItemMeanRating(data.item[split.train],
+                                       data.rating[split.train],
+                                       data.num_items)
+  rmse = {"TFRS two-stage": evaluate.rmse(
+              training.predict_ratings(model, test_user, test_item),
+              data.rating[split.test]),
+          "ItemMean": evaluate.rmse(item_mean.predict(test_item),
+                                    data.rating[split.test])}
+
+  exports = {}
+  if export:
+    start = time.time()
+    exports = export_lib.export_models(
+        model, data.user_ids, data.item_ids, data.user[split.train],
+        data.item[split.train], config.export.export_dir, config.export.top_k,
+        config.export.keep_versions)
+    seconds["export"] = time.time() - start
+
+  summary = {
+      "config": config.to_dict(),
+      "data": {"source": data.source, "users": data.num_users,
+               "items": data.num_items, "interactions": len(data),
+               "train": len(split.train), "test": len(split.test),
+               "sparse_users": int(prepared.slices["sparse"].sum())},
+      "best_epoch": result.best_epoch, "history": result.history,
+      "retrieval": retrieval, "rmse": rmse, "seconds": seconds,
+      "exports": exports, "run_dir": run_dir}
+  with open(os.path.join(run_dir, "metrics.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  markdown = report.markdown_report(summary)
+  with open(os.path.join(run_dir, "report.md"), "w", encoding="utf-8") as f:
+    f.write(markdown)
+  print(markdown)
+  return summary
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = build_parser().parse_args(argv)
+  logging.basicConfig(
+      level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+      format="tfgan_rec: %(message)s", stream=sys.stderr)
+  try:
+    config = resolve_config(args)
+    run(config, export=getattr(args, "export", True))
+  except InputError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return err.exit_code
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
