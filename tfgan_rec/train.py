@@ -134,15 +134,15 @@ def run(config: config_lib.RunConfig, export: bool = True) -> dict:
   from tfgan_rec import export as export_lib  # pylint: disable=g-import-not-at-top
   from tfgan_rec.recommender import training  # pylint: disable=g-import-not-at-top
 
-  run_dir = _run_dir(config)
-  with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-    yaml.safe_dump(config.to_dict(), f, sort_keys=False)
   seconds, k = {}, config.eval.k
-
   start = time.time()
   prepared = data_lib.prepare(config.data, config.seed)
   data, split = prepared.data, prepared.split
   seconds["data"] = time.time() - start
+  # Created only once the input is known to be good.
+  run_dir = _run_dir(config)
+  with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+    yaml.safe_dump(config.to_dict(), f, sort_keys=False)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,
            data.num_users, data.num_items, len(data))
 
@@ -199,11 +199,21 @@ def run(config: config_lib.RunConfig, export: bool = True) -> dict:
   return summary
 
 
+def setup_logging(verbose: bool) -> None:
+  """Our messages as `tfgan_rec: ...` on stderr; TensorFlow's own (absl)
+  warnings only with --verbose."""
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("tfgan_rec: %(message)s"))
+  log.handlers[:] = [handler]
+  log.propagate = False
+  log.setLevel(logging.DEBUG if verbose else logging.INFO)
+  logging.getLogger("absl").setLevel(logging.INFO if verbose else
+                                     logging.ERROR)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   args = build_parser().parse_args(argv)
-  logging.basicConfig(
-      level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-      format="tfgan_rec: %(message)s", stream=sys.stderr)
+  setup_logging(getattr(args, "verbose", False))
   try:
     config = resolve_config(args)
     run(config, export=getattr(args, "export", True))

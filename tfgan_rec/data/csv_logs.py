@@ -84,7 +84,7 @@ def _parse_timestamps(frame: pd.DataFrame, path: str) -> np.ndarray:
   """Numeric (epoch) timestamps, or ISO-8601 dates converted to epoch seconds."""
   text = frame["timestamp"].str.strip()
   numeric = pd.to_numeric(text, errors="coerce")
-  if numeric.notna().all():
+  if numeric.notna().mean() >= 0.5:  # Mostly epoch numbers: the rest are bad.
     return _to_float(frame, path, "timestamp", "number")
   dates = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
   bad = np.flatnonzero(dates.isna().to_numpy())
