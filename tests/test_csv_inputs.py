@@ -134,6 +134,21 @@ def test_unknown_config_key(capsys, tmp_path):
   assert "train: epoch: unknown setting" in error_line(capsys, "--config", config)
 
 
+@pytest.mark.parametrize("flags, name", [
+    (["--test-fraction", "1.5"], "data.test_fraction"),
+    (["--epochs", "0"], "train.epochs"),
+    (["--dataset", "netflix"], "data.dataset"),
+    (["--batch-size", "ten"], None)])
+def test_settings_out_of_range(capsys, flags, name):
+  if name is None:  # argparse's own type error, also exit 2
+    with pytest.raises(SystemExit) as exit_info:
+      train.main(flags)
+    assert exit_info.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
+    return
+  assert name in error_line(capsys, *flags)
+
+
 def test_input_files_are_never_modified(capsys, tmp_path):
   path = write(tmp_path, "r.csv", "user_id,item_id,rating\nu1,i1,x\n")
   before = (os.path.getmtime(path), open(path).read())

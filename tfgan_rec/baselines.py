@@ -77,7 +77,10 @@ class ItemMeanRating:
     self.global_mean = float(rating.mean())
     sums = np.bincount(item, rating, minlength=num_items + 1)
     counts = np.bincount(item, minlength=num_items + 1)
-    self.means = (sums + shrinkage * self.global_mean) / (counts + shrinkage)
+    totals = counts + shrinkage
+    self.means = np.full(num_items + 1, self.global_mean)
+    np.divide(sums + shrinkage * self.global_mean, totals, out=self.means,
+              where=totals > 0)
 
   def predict(self, item: np.ndarray) -> np.ndarray:
     return self.means[item]

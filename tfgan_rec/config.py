@@ -86,6 +86,34 @@ class RunConfig:
   def to_dict(self) -> Dict[str, Any]:
     return _plain(dataclasses.asdict(self))
 
+  def check(self) -> "RunConfig":
+    """Raises InputError naming the first setting out of range."""
+    ranges = [
+        ("data.test_fraction", self.data.test_fraction, 0.0, 0.9),
+        ("data.validation_fraction", self.data.validation_fraction, 0.0, 0.9),
+        ("data.sparse_users", self.data.sparse_users, 0.0, 1.0),
+        ("model.temperature", self.model.temperature, 1e-4, 100.0),
+        ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
+    ]
+    ranges += [(name, value, 1, 10**9) for name, value in (
+        ("data.sparse_keep", self.data.sparse_keep),
+        ("data.synthetic_interactions", self.data.synthetic_interactions),
+        ("model.embedding_dim", self.model.embedding_dim),
+        ("model.history_length", self.model.history_length),
+        ("train.epochs", self.train.epochs),
+        ("train.batch_size", self.train.batch_size),
+        ("train.patience", self.train.patience),
+        ("eval.k", self.eval.k), ("export.top_k", self.export.top_k),
+        ("export.keep_versions", self.export.keep_versions))]
+    for name, value, low, high in ranges:
+      if not low <= value <= high:
+        raise InputError(f"setting {name}={value} is out of range; use a "
+                         f"value from {low:g} to {high:g}.")
+    if self.data.dataset not in ("movielens", "csv", "synthetic"):
+      raise InputError(f"setting data.dataset='{self.data.dataset}' is "
+                       f"unknown; use movielens, csv or synthetic.")
+    return self
+
 
 def _plain(value):
   if isinstance(value, dict):

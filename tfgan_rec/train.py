@@ -1,5 +1,4 @@
-"""`python -m tfgan_rec.train`: data -> baselines -> TFRS model -> report ->
-export.
+"""Train the two-stage TFRS recommender, compare it with baselines, export it.
 
     python -m tfgan_rec.train                       # MovieLens 100K
     python -m tfgan_rec.train --ratings logs.csv --users users.csv --items items.csv
@@ -47,17 +46,28 @@ FLAGS = {
 }
 TOP_LEVEL = ("seed", "run_dir", "logdir", "augment")
 HELP = {
-    "dataset": "movielens (default), csv (with --ratings) or synthetic",
+    "dataset": "movielens, csv (implied by --ratings) or synthetic",
     "ratings": "CSV of user_id,item_id[,rating][,timestamp]",
     "users": "CSV of user_id plus user feature columns",
     "items": "CSV of item_id plus item feature columns (title, genres, ...)",
     "data_dir": "local GroupLens ml-100k folder or TFDS data dir",
-    "cache_dir": "where downloaded MovieLens is cached",
+    "cache_dir": "where downloaded MovieLens is cached (~/.cache/tfgan_rec)",
+    "synthetic_interactions": "size of the --dataset synthetic data",
+    "test_fraction": "latest fraction of each user's interactions for test",
+    "validation_fraction": "latest fraction of training for validation",
     "sparse_users": "fraction of users whose training history is truncated",
     "sparse_keep": "interactions kept for those users",
+    "embedding_dim": "tower output dimension",
+    "temperature": "retrieval softmax temperature",
+    "ranking_weight": "weight of the ranking loss (retrieval's is 1)",
+    "epochs": "maximum epochs (early stopping on validation Recall@K)",
+    "batch_size": "training batch size",
+    "learning_rate": "Adam learning rate",
+    "patience": "epochs without validation gain before stopping",
+    "k": "cut-off K of the evaluation metrics",
     "export_dir": "where versioned SavedModels are written",
     "top_k": "items returned by the exported retrieval model",
-    "k": "cut-off K of the evaluation metrics",
+    "keep_versions": "exported versions kept per model",
 }
 
 
@@ -71,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     current = getattr(getattr(defaults, section), field)
     kind = type(current) if current is not None else str
     parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind,
-                        help=f"{HELP.get(flag, field)} (default: {current})")
+                        help=f"{HELP[flag]} (default: {current})")
   parser.add_argument("--seed", type=int, help="random seed (default: 42)")
   parser.add_argument("--run-dir", dest="run_dir",
                       help="run output folder (default: runs/<time>-seed<N>)")
@@ -82,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip retraining on train+validation")
   parser.add_argument("--no-export", dest="export", action="store_false",
                       help="skip the SavedModel export")
-  parser.add_argument("-v", "--verbose", action="store_true")
+  parser.add_argument("-v", "--verbose", action="store_true",
+                      help="debug messages and TensorFlow's own warnings")
   return parser
 
 
@@ -102,7 +113,7 @@ def resolve_config(args: argparse.Namespace) -> config_lib.RunConfig:
     config.train.refit = given["refit"]
   if config.data.ratings:
     config.data.dataset = "csv"
-  return config
+  return config.check()
 
 
 def _run_dir(config: config_lib.RunConfig) -> str:

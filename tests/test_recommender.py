@@ -1,0 +1,58 @@
+"""The TFRS model learns: it beats popularity on planted preferences."""
+import numpy as np
+import tensorflow as tf
+
+from tfgan_rec import baselines, evaluate
+from tfgan_rec.recommender import model as model_lib
+from tfgan_rec.recommender import training
+
+
+def test_model_beats_most_popular_on_synthetic(trained):
+  config, ready, result = trained
+  k = config.eval.k
+  model_report = evaluate.evaluate_retrieval(
+      lambda users: training.score_all_items(result.model, users),
+      ready.train, ready.test, k, ready.slices)
+  popular = evaluate.evaluate_retrieval(
+      baselines.MostPopular(ready.train).scores, ready.train, ready.test, k,
+      ready.slices)
+  for part in ("overall", "sparse", "dense"):
+    assert model_report[part][f"recall@{k}"] > 1.3 * popular[part][f"recall@{k}"], part
+
+
+def test_rating_head_beats_global_mean(trained):
+  _, ready, result = trained
+  data, test = ready.data, ready.split.test
+  predicted = training.predict_ratings(result.model, data.user[test],
+                                       data.item[test])
+  global_mean = np.full(len(test), data.rating[ready.split.train].mean())
+  assert evaluate.rmse(predicted, data.rating[test]) < evaluate.rmse(
+      global_mean, data.rating[test])
+
+
+def test_early_stopping_recorded_best_epoch(trained):
+  config, _, result = trained
+  validation = [r for r in result.history if "refit" not in r]
+  best = max(validation, key=lambda r: r[f"val_recall@{config.eval.k}"])
+  assert result.best_epoch == best["epoch"]
+  refit = [r for r in result.history if r.get("refit")]
+  assert len(refit) == result.best_epoch
+
+
+def test_history_table_latest_items_first():
+  table = model_lib.history_table(
+      user=np.array([1, 1, 1, 2]), item=np.array([5, 6, 7, 8]),
+      timestamp=np.array([3.0, 1.0, 2.0, 0.0]), num_users=3, length=2)
+  assert table.tolist() == [[0, 0], [5, 7], [8, 0], [0, 0]]
+
+
+def test_sample_weight_changes_the_loss(trained):
+  config, ready, result = trained
+  batch = next(iter(training.make_dataset(
+      training.TrainingRows.real(ready.data, ready.split.train[:256]), 256,
+      seed=0, shuffle=False)))
+  tf.random.set_seed(0)
+  full = float(result.model.compute_loss(batch))
+  tf.random.set_seed(0)
+  half = float(result.model.compute_loss(dict(batch, weight=batch["weight"] * 0.5)))
+  assert half < full
