@@ -55,7 +55,37 @@ class TrainConfig:
   learning_rate: float = 0.003
   patience: int = 4
   refit: bool = True
-  generated_weight: float = 0.3
+
+
+@dataclasses.dataclass
+class GANConfig:
+  """The conditional GAN over users' interaction vectors and its training."""
+  noise_dim: int = 32
+  hidden: Tuple[int, ...] = (256,)
+  feature_dim: int = 8
+  g_learning_rate: float = 1e-3
+  d_learning_rate: float = 1e-3
+  d_steps: int = 1
+  loss: str = "minimax"  # minimax | wasserstein
+  gp_weight: float = 10.0
+  history_dropout: float = 0.5
+  negative_rate: float = 0.1
+  zr_weight: float = 1.0
+  steps: int = 1500
+  batch_size: int = 128
+  clip_norm: float = 5.0
+  checkpoint_every: int = 250
+  log_every: int = 50
+  divergence_threshold: float = 1e4
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+  """Which users get generated interactions, how many, and their weight."""
+  threshold: int = 20
+  items_per_user: int = 10
+  weight: float = 0.3
+  samples: int = 4
 
 
 @dataclasses.dataclass
@@ -78,7 +108,9 @@ class RunConfig:
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
-  augment: str = "none"
+  gan: GANConfig = dataclasses.field(default_factory=GANConfig)
+  augmentation: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+  augment: str = "none"  # none | gan
   seed: int = 42
   run_dir: Optional[str] = None
   logdir: Optional[str] = None

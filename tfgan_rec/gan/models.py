@@ -1,0 +1,62 @@
+"""Conditional generator and discriminator over users' interaction vectors.
+
+The condition is the user's side features plus their history with part of it
+dropped out; the generator maps (condition, noise) to preference scores in
+[0, 1] over the whole catalogue (CFGAN/RAGAN family). Keeping the noise and
+dropping history out stops the generator from collapsing into an
+autoencoder of the full profile.
+"""
+from typing import Dict, Sequence
+
+import tensorflow as tf
+
+from tfgan_rec.recommender.towers import FeatureEncoder, mlp
+
+
+class ConditionEncoder(tf.keras.layers.Layer):
+  """(user features, partial history vector) -> one condition vector."""
+
+  def __init__(self, feature_specs, feature_dim: int, hidden: int, **kwargs):
+    super().__init__(**kwargs)
+    self.features = FeatureEncoder(feature_specs, feature_dim)
+    self.history = tf.keras.layers.Dense(hidden, activation="gelu")
+
+  def call(self, condition: Dict[str, tf.Tensor]) -> tf.Tensor:
+    parts = [self.history(condition["history"])]
+    if self.features.specs:
+      parts.append(self.features(condition["features"]))
+    return tf.concat(parts, axis=-1)
+
+
+class Generator(tf.keras.Model):
+  """G(condition, z) -> preference scores [batch, num_items + 1] in [0, 1].
+
+  >>> g = Generator(num_items=5, feature_specs=[], noise_dim=4)  # doctest: +SKIP
+  >>> g({"features": {}, "history": tf.zeros([2, 6])}, tf.zeros([2, 4]))  # doctest: +SKIP
+  """
+
+  def __init__(self, num_items: int, feature_specs, noise_dim: int = 32,
+               hidden: Sequence[int] = (256,), feature_dim: int = 8, **kwargs):
+    super().__init__(**kwargs)
+    self.noise_dim = noise_dim
+    self.condition = ConditionEncoder(feature_specs, feature_dim, hidden[0])
+    self.body = mlp(hidden, num_items + 1, "generator_mlp")
+
+  def call(self, condition, noise, training=None):
+    joint = tf.concat([self.condition(condition), noise], axis=-1)
+    return tf.sigmoid(self.body(joint, training=training))
+
+
+class Discriminator(tf.keras.Model):
+  """D(vector, condition) -> real/fake logit [batch]."""
+
+  def __init__(self, num_items: int, feature_specs,
+               hidden: Sequence[int] = (256,), feature_dim: int = 8, **kwargs):
+    super().__init__(**kwargs)
+    self.condition = ConditionEncoder(feature_specs, feature_dim, hidden[0])
+    self.vector = tf.keras.layers.Dense(hidden[0], activation="gelu")
+    self.body = mlp(hidden, 1, "discriminator_mlp")
+
+  def call(self, vector, condition, training=None):
+    joint = tf.concat([self.vector(vector), self.condition(condition)], -1)
+    return tf.squeeze(self.body(joint, training=training), -1)
