@@ -69,18 +69,25 @@ def tune_ease(fit: sparse.csr_matrix, validation: sparse.csr_matrix, k: int,
   return best_l2
 
 
+def shrunk_means(index: np.ndarray, values: np.ndarray, size: int,
+                 shrinkage: float, prior: float = 0.0) -> np.ndarray:
+  """Per index 0..size: (sum of values + shrinkage * prior) / (count +
+  shrinkage); `prior` where there is nothing to average."""
+  sums = np.bincount(index, values, minlength=size + 1)
+  totals = np.bincount(index, minlength=size + 1) + shrinkage
+  means = np.full(size + 1, float(prior))
+  np.divide(sums + shrinkage * prior, totals, out=means, where=totals > 0)
+  return means
+
+
 class ItemMeanRating:
   """Predicts (sum of item ratings + m * global mean) / (count + m)."""
 
   def __init__(self, item: np.ndarray, rating: np.ndarray, num_items: int,
                shrinkage: float = 5.0):
     self.global_mean = float(rating.mean())
-    sums = np.bincount(item, rating, minlength=num_items + 1)
-    counts = np.bincount(item, minlength=num_items + 1)
-    totals = counts + shrinkage
-    self.means = np.full(num_items + 1, self.global_mean)
-    np.divide(sums + shrinkage * self.global_mean, totals, out=self.means,
-              where=totals > 0)
+    self.means = shrunk_means(item, rating, num_items, shrinkage,
+                              self.global_mean)
 
   def predict(self, item: np.ndarray) -> np.ndarray:
     return self.means[item]

@@ -26,6 +26,7 @@ class DataConfig:
   validation_fraction: float = 0.2
   sparse_users: float = 0.3
   sparse_keep: int = 5
+  cold_items: float = 0.0
   feature_kinds: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -39,6 +40,7 @@ class ModelConfig:
   ranking_hidden: Tuple[int, ...] = (64,)
   history_length: int = 100
   history_dropout: float = 0.2
+  generated_in_history: bool = False
   item_id_dropout: float = 0.1
   temperature: float = 0.1
   extra_negatives: int = 2048
@@ -71,7 +73,8 @@ class GANConfig:
   history_dropout: float = 0.5
   negative_rate: float = 0.1
   zr_weight: float = 1.0
-  steps: int = 1500
+  reconstruction_weight: float = 5.0
+  steps: int = 1000
   batch_size: int = 128
   clip_norm: float = 5.0
   checkpoint_every: int = 250
@@ -83,8 +86,8 @@ class GANConfig:
 class AugmentConfig:
   """Which users get generated interactions, how many, and their weight."""
   threshold: int = 20
-  items_per_user: int = 10
-  weight: float = 0.3
+  items_per_user: int = 5
+  weight: float = 0.1
   samples: int = 4
 
 
@@ -124,6 +127,7 @@ class RunConfig:
         ("data.test_fraction", self.data.test_fraction, 0.0, 0.9),
         ("data.validation_fraction", self.data.validation_fraction, 0.0, 0.9),
         ("data.sparse_users", self.data.sparse_users, 0.0, 1.0),
+        ("data.cold_items", self.data.cold_items, 0.0, 0.9),
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
     ]

@@ -29,7 +29,7 @@ def interaction_matrix(user: np.ndarray, item: np.ndarray, num_users: int,
 def top_k(scores: np.ndarray, exclude: sparse.csr_matrix, k: int) -> np.ndarray:
   """Indices of the k best items per row; excluded and padding items never
   appear (column 0 is the padding item)."""
-  scores = np.array(scores, dtype=np.float32, copy=True)
+  scores = np.array(scores, dtype=np.float32)
   scores[:, 0] = -np.inf
   rows, cols = exclude.nonzero()
   scores[rows, cols] = -np.inf
@@ -56,26 +56,39 @@ def user_metrics(recommended: np.ndarray, truth: sparse.csr_matrix) -> dict:
 def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
                        test: sparse.csr_matrix, k: int = 20,
                        slices: Optional[Dict[str, np.ndarray]] = None,
-                       batch_size: int = 1024) -> Dict[str, dict]:
+                       batch_size: int = 1024,
+                       candidates: Optional[np.ndarray] = None
+                       ) -> Dict[str, dict]:
   """Scores every user with held-out items and reports metrics per slice.
 
   `score_fn(users)` returns a [len(users), num_items + 1] score matrix.
   `slices` maps a slice name to a boolean mask over user indices; "overall"
-  is always added. Returns {slice: {"recall@k": ..., "ndcg@k": ..., ...,
-  "users": n}}.
+  is always added. `candidates` (item indices) restricts both the ranking
+  and the held-out items to those items, e.g. to measure cold items alone.
+  Returns {slice: {"recall@k": ..., "ndcg@k": ..., ..., "users": n}}.
   """
+  num_items = train.shape[1] - 1
+  blocked = None
+  if candidates is not None:
+    blocked = np.ones(train.shape[1], dtype=bool)
+    blocked[candidates] = False
+    test = test.multiply(~blocked[None, :]).tocsr()
+    test.eliminate_zeros()
+    num_items = len(candidates)
   users = np.flatnonzero(np.asarray(test.sum(axis=1)).ravel() > 0)
   per_user = {"recall": [], "ndcg": [], "hit_rate": []}
   recommended = []
   for start in range(0, len(users), batch_size):
     batch = users[start:start + batch_size]
-    top = top_k(score_fn(batch), train[batch], k)
+    scores = np.array(score_fn(batch), dtype=np.float32)
+    if blocked is not None:
+      scores[:, blocked] = -np.inf
+    top = top_k(scores, train[batch], k)
     for name, values in user_metrics(top, test[batch]).items():
       per_user[name].append(values)
     recommended.append(top)
   per_user = {name: np.concatenate(v) for name, v in per_user.items()}
   recommended = np.concatenate(recommended)
-  num_items = train.shape[1] - 1
   masks = {"overall": np.ones(train.shape[0], dtype=bool), **(slices or {})}
   report = {}
   for name, mask in masks.items():

@@ -14,7 +14,7 @@ overwritten, and only the newest `keep_versions` are kept.
 import logging
 import os
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -47,15 +47,18 @@ class RetrievalModule(tf.Module):
 
   def __init__(self, model: TwoStageModel, user_ids: np.ndarray,
                item_ids: np.ndarray, train_user: np.ndarray,
-               train_item: np.ndarray, top_k: int):
+               train_item: np.ndarray, top_k: int,
+               candidates: Optional[np.ndarray] = None):
     super().__init__()
     self.model = model
     self.user_lookup = _string_lookup(user_ids)
     self.item_vocabulary = tf.constant(np.concatenate([[""], item_ids])
                                        .astype(str))
-    items = tf.range(model.num_items + 1, dtype=tf.int32)
-    self.candidates = tf.Variable(model.item_embeddings(items),
-                                  trainable=False, name="candidates")
+    if candidates is None:
+      items = tf.range(model.num_items + 1, dtype=tf.int32)
+      candidates = model.item_embeddings(items)
+    self.candidates = tf.Variable(candidates, trainable=False,
+                                  name="candidates")
     values, splits = _ragged_rows(train_user, train_item, len(user_ids))
     self.seen_values = tf.Variable(values, trainable=False)
     self.seen_splits = tf.Variable(splits, trainable=False)
@@ -150,11 +153,16 @@ def prune(model_dir: str, keep: int) -> None:
 def export_models(model: TwoStageModel, user_ids: np.ndarray,
                   item_ids: np.ndarray, train_user: np.ndarray,
                   train_item: np.ndarray, export_dir: str, top_k: int = 20,
-                  keep_versions: int = 3) -> Dict[str, str]:
-  """Exports retrieval and ranking as the next version; returns their paths."""
+                  keep_versions: int = 3,
+                  candidates: Optional[np.ndarray] = None) -> Dict[str, str]:
+  """Exports retrieval and ranking as the next version; returns their paths.
+
+  `candidates` ([num_items + 1, dim]) replaces the retrieval index's item
+  embeddings, e.g. with generated ones for items nobody has rated.
+  """
   version = next_version(export_dir)
   retrieval = RetrievalModule(model, user_ids, item_ids, train_user,
-                              train_item, top_k)
+                              train_item, top_k, candidates)
   ranking = RankingModule(model, user_ids, item_ids)
   paths = {
       "retrieval": save_version(

@@ -46,9 +46,29 @@ def markdown_report(summary: dict) -> str:
       f"interactions)",
       f"- seed {summary['config']['seed']}; model trained "
       f"{summary['best_epoch']} epochs (best validation Recall@{k})",
+  ]
+  augmentation = summary.get("augmentation")
+  if augmentation:
+    lines.append(
+        f"- GAN augmentation: {augmentation['generated']:,} generated "
+        f"interactions for {augmentation['users']:,} users (weight "
+        f"{augmentation['weight']:g}); the non-augmented twin is trained on "
+        f"the same split with the same seed")
+  lines += [
       "", f"## Retrieval (test, K={k}, training items excluded)", "",
       retrieval_table(summary["retrieval"], k), "",
-      "## Ranking", "", rating_table(summary["rmse"]), "",
+      "## Ranking", "", rating_table(summary["rmse"]), ""]
+  new_items = summary.get("new_items") or {}
+  if new_items.get("retrieval"):
+    lines += [f"## New items ({new_items['cold_items']} items whose training "
+              f"interactions were removed; ranked among themselves)", "",
+              f"| item embeddings | Recall@{k} | NDCG@{k} | HitRate@{k} | users |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} | "
+              f"{m[f'hit_rate@{k}']:.4f} | {m['users']} |"
+              for name, m in new_items["retrieval"].items()]
+    lines.append("")
+  lines += [
       "## Time (seconds)", "",
       "| stage | seconds |", "|---|---:|"]
   lines += [f"| {stage} | {sec:.1f} |"

@@ -35,6 +35,7 @@ FLAGS = {
     "validation_fraction": ("data", "validation_fraction"),
     "sparse_users": ("data", "sparse_users"),
     "sparse_keep": ("data", "sparse_keep"),
+    "cold_items": ("data", "cold_items"),
     "embedding_dim": ("model", "embedding_dim"),
     "temperature": ("model", "temperature"),
     "ranking_weight": ("model", "ranking_weight"),
@@ -43,6 +44,11 @@ FLAGS = {
     "patience": ("train", "patience"), "k": ("eval", "k"),
     "export_dir": ("export", "export_dir"), "top_k": ("export", "top_k"),
     "keep_versions": ("export", "keep_versions"),
+    "gan_steps": ("gan", "steps"), "gan_loss": ("gan", "loss"),
+    "gan_batch_size": ("gan", "batch_size"),
+    "augment_threshold": ("augmentation", "threshold"),
+    "augment_items": ("augmentation", "items_per_user"),
+    "augment_weight": ("augmentation", "weight"),
 }
 TOP_LEVEL = ("seed", "run_dir", "logdir", "augment")
 HELP = {
@@ -57,6 +63,8 @@ HELP = {
     "validation_fraction": "latest fraction of training for validation",
     "sparse_users": "fraction of users whose training history is truncated",
     "sparse_keep": "interactions kept for those users",
+    "cold_items": "fraction of items whose training interactions are "
+                  "removed, to measure new-item retrieval",
     "embedding_dim": "tower output dimension",
     "temperature": "retrieval softmax temperature",
     "ranking_weight": "weight of the ranking loss (retrieval's is 1)",
@@ -68,6 +76,13 @@ HELP = {
     "export_dir": "where versioned SavedModels are written",
     "top_k": "items returned by the exported retrieval model",
     "keep_versions": "exported versions kept per model",
+    "gan_steps": "GAN training steps",
+    "gan_loss": "minimax or wasserstein (with gradient penalty)",
+    "gan_batch_size": "users per GAN step (divisible by the replicas)",
+    "augment_threshold": "users with fewer training interactions get "
+                         "generated ones",
+    "augment_items": "generated interactions per such user",
+    "augment_weight": "sample weight of generated interactions",
 }
 
 
@@ -86,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--run-dir", dest="run_dir",
                       help="run output folder (default: runs/<time>-seed<N>)")
   parser.add_argument("--logdir", help="TensorBoard log folder")
-  parser.add_argument("--augment", choices=["none"],
-                      help="augmentation of the training data (default: none)")
+  parser.add_argument("--augment", choices=["none", "gan"],
+                      help="gan: add GAN-generated interactions for sparse and "
+                           "new users and report both models (default: none)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the GAN from the checkpoints in --run-dir")
   parser.add_argument("--no-refit", dest="refit", action="store_false",
                       help="skip retraining on train+validation")
   parser.add_argument("--no-export", dest="export", action="store_false",
@@ -137,13 +155,104 @@ def _baselines(prepared, k: int) -> dict:
   return results
 
 
-def run(config: config_lib.RunConfig, export: bool = True) -> dict:
+def _write_config(config: config_lib.RunConfig, run_dir: str) -> None:
+  with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+    yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+
+
+def _fit_and_evaluate(config, prepared, fit_rows, train_rows, callbacks):
+  """Trains one TFRS model; returns (result, retrieval metrics, test RMSE)."""
+  from tfgan_rec.recommender import training  # pylint: disable=g-import-not-at-top
+  data, split, k = prepared.data, prepared.split, config.eval.k
+  result = training.train_recommender(config, data, fit_rows, train_rows,
+                                      split.validation, callbacks)
+  retrieval = evaluate.evaluate_retrieval(
+      lambda users: training.score_all_items(result.model, users),
+      prepared.train, prepared.test, k, prepared.slices)
+  predicted = training.predict_ratings(result.model, data.user[split.test],
+                                       data.item[split.test])
+  return result, retrieval, evaluate.rmse(predicted, data.rating[split.test])
+
+
+def _gan_augmentation(config, prepared, fit_rows, train_rows, run_dir, resume):
+  """Trains the GAN on the fit rows and generates interactions for the
+  fit and train sets; returns (generated_fit, generated_train, gan_metrics)."""
+  # pylint: disable=g-import-not-at-top
+  from tfgan_rec import augment
+  from tfgan_rec.gan import trainer as gan_trainer
+  data = prepared.data
+  checkpoints = os.path.join(run_dir, "gan_checkpoints")
+  if os.path.isdir(checkpoints) and os.listdir(checkpoints) and not resume:
+    raise InputError(f"'{checkpoints}' holds GAN checkpoints of an earlier "
+                     f"run; pass --resume to continue it or choose another "
+                     f"--run-dir.")
+  gan_data = gan_trainer.GANData.from_rows(fit_rows.user, fit_rows.item,
+                                           data.num_users, data.num_items,
+                                           data.user_features)
+  trainer = gan_trainer.GANTrainer(
+      config.gan, gan_data, config.seed, checkpoint_dir=checkpoints,
+      logdir=os.path.join(config.logdir, "gan") if config.logdir else None)
+  trainer.restore()
+  try:
+    metrics = trainer.train()
+  except gan_trainer.GANDivergedError as err:
+    raise InputError(str(err)) from None
+  generate = lambda rows: augment.augment(
+      trainer, rows, data.num_users, data.num_items, config.augmentation,
+      data.user_features)
+  return generate(fit_rows), generate(train_rows), metrics
+
+
+def _new_item_embeddings(config, prepared, model, train_rows):
+  """Candidate matrix whose rows for never-interacted items are generated
+  from content; returns (matrix, those items)."""
+  # pylint: disable=g-import-not-at-top
+  from tfgan_rec.gan import item_generator
+  from tfgan_rec.recommender import training
+  data = prepared.data
+  counts = np.bincount(train_rows.item, minlength=data.num_items + 1)
+  warm = np.flatnonzero(counts[1:]) + 1
+  untrained = np.flatnonzero(counts[1:] == 0) + 1
+  candidates = training.item_matrix(model)
+  if not len(untrained) or not data.item_features.specs:
+    return candidates, untrained
+  generator = item_generator.train_item_generator(
+      data.item_features.values, data.item_features.specs, warm,
+      candidates[warm], seed=config.seed)
+  candidates[untrained] = item_generator.generate_item_embeddings(
+      generator, data.item_features.values, untrained, seed=config.seed)
+  return candidates, untrained
+
+
+def _cold_item_metrics(config, prepared, model, candidates):
+  """Retrieval among the held-out cold items only: the tower's own
+  embeddings, the generated ones, and random scores."""
+  from tfgan_rec.recommender import training  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(config.seed)
+  width = prepared.data.num_items + 1
+  scorers = {
+      "tower embeddings": lambda u: training.score_all_items(model, u),
+      "random": lambda u: rng.random((len(u), width)),
+  }
+  if candidates is not None:
+    scorers["GAN-generated embeddings"] = (
+        lambda u: training.score_all_items(model, u, candidates))
+  return {name: evaluate.evaluate_retrieval(
+      fn, prepared.train, prepared.test, config.eval.k,
+      candidates=prepared.cold_items)["overall"]
+          for name, fn in scorers.items()}
+
+
+def run(config: config_lib.RunConfig, export: bool = True,
+        resume: bool = False) -> dict:
   """One full run; returns the summary that is also written to metrics.json."""
   # Imported here so `--help` and input errors answer without loading TF.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfgan_rec import data as data_lib  # pylint: disable=g-import-not-at-top
-  from tfgan_rec import export as export_lib  # pylint: disable=g-import-not-at-top
-  from tfgan_rec.recommender import training  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tfgan_rec import augment
+  from tfgan_rec import data as data_lib
+  from tfgan_rec import export as export_lib
+  from tfgan_rec.recommender import training
 
   seconds, k = {}, config.eval.k
   start = time.time()
@@ -152,8 +261,7 @@ def run(config: config_lib.RunConfig, export: bool = True) -> dict:
   seconds["data"] = time.time() - start
   # Created only once the input is known to be good.
   run_dir = _run_dir(config)
-  with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-    yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+  _write_config(config, run_dir)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,
            data.num_users, data.num_items, len(data))
 
@@ -161,35 +269,59 @@ def run(config: config_lib.RunConfig, export: bool = True) -> dict:
   retrieval = _baselines(prepared, k)
   seconds["baselines"] = time.time() - start
 
-  start = time.time()
   callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
                if config.logdir else None)
-  result = training.train_recommender(
-      config, data, training.TrainingRows.real(data, split.fit),
-      training.TrainingRows.real(data, split.train), split.validation,
-      callbacks)
+  fit_rows = training.TrainingRows.real(data, split.fit)
+  train_rows = training.TrainingRows.real(data, split.train)
+  start = time.time()
+  result, model_metrics, model_rmse = _fit_and_evaluate(
+      config, prepared, fit_rows, train_rows, callbacks)
   seconds["recommender"] = time.time() - start
-  model = result.model
-  retrieval = {"TFRS two-stage": evaluate.evaluate_retrieval(
-      lambda users: training.score_all_items(model, users), prepared.train,
-      prepared.test, k, prepared.slices), **retrieval}
-  test_user, test_item = data.user[split.test], data.item[split.test]
+  retrieval = {"TFRS two-stage": model_metrics, **retrieval}
   item_mean = baselines.ItemMeanRating(data.item[split.train],
                                        data.rating[split.train],
                                        data.num_items)
-  rmse = {"TFRS two-stage": evaluate.rmse(
-              training.predict_ratings(model, test_user, test_item),
-              data.rating[split.test]),
-          "ItemMean": evaluate.rmse(item_mean.predict(test_item),
+  rmse = {"TFRS two-stage": model_rmse,
+          "ItemMean": evaluate.rmse(item_mean.predict(data.item[split.test]),
                                     data.rating[split.test])}
+  augmentation = None
+  if config.augment == "gan":
+    start = time.time()
+    generated_fit, generated_train, gan_metrics = _gan_augmentation(
+        config, prepared, fit_rows, train_rows, run_dir, resume)
+    seconds["gan"] = time.time() - start
+    start = time.time()
+    result, aug_metrics, aug_rmse = _fit_and_evaluate(
+        config, prepared, augment.concat(fit_rows, generated_fit),
+        augment.concat(train_rows, generated_train), callbacks)
+    seconds["recommender (augmented)"] = time.time() - start
+    retrieval = {"TFRS + GAN augmentation": aug_metrics, **retrieval}
+    rmse = {"TFRS + GAN augmentation": aug_rmse, **rmse}
+    augmentation = {"generated": len(generated_train.user),
+                    "users": len(np.unique(generated_train.user)),
+                    "weight": config.augmentation.weight,
+                    "gan_last_step": gan_metrics}
+
+  candidates, new_items = None, {}
+  if config.augment == "gan":
+    start = time.time()
+    candidates, untrained = _new_item_embeddings(
+        config, prepared, result.model,
+        augment.concat(train_rows, generated_train))
+    new_items["generated_embeddings"] = len(untrained)
+    seconds["new-item generator"] = time.time() - start
+  if len(prepared.cold_items):
+    new_items["cold_items"] = len(prepared.cold_items)
+    new_items["retrieval"] = _cold_item_metrics(config, prepared,
+                                                result.model, candidates)
 
   exports = {}
   if export:
     start = time.time()
     exports = export_lib.export_models(
-        model, data.user_ids, data.item_ids, data.user[split.train],
+        result.model, data.user_ids, data.item_ids, data.user[split.train],
         data.item[split.train], config.export.export_dir, config.export.top_k,
-        config.export.keep_versions)
+        config.export.keep_versions, candidates)
     seconds["export"] = time.time() - start
 
   summary = {
@@ -199,8 +331,9 @@ def run(config: config_lib.RunConfig, export: bool = True) -> dict:
                "train": len(split.train), "test": len(split.test),
                "sparse_users": int(prepared.slices["sparse"].sum())},
       "best_epoch": result.best_epoch, "history": result.history,
-      "retrieval": retrieval, "rmse": rmse, "seconds": seconds,
-      "exports": exports, "run_dir": run_dir}
+      "retrieval": retrieval, "rmse": rmse, "augmentation": augmentation,
+      "new_items": new_items,
+      "seconds": seconds, "exports": exports, "run_dir": run_dir}
   with open(os.path.join(run_dir, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)
   markdown = report.markdown_report(summary)
@@ -227,7 +360,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   setup_logging(getattr(args, "verbose", False))
   try:
     config = resolve_config(args)
-    run(config, export=getattr(args, "export", True))
+    run(config, export=getattr(args, "export", True),
+        resume=getattr(args, "resume", False))
   except InputError as err:
     print(f"error: {err}", file=sys.stderr)
     return err.exit_code

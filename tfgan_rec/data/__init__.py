@@ -27,6 +27,7 @@ class Prepared:
   fit: sparse.csr_matrix
   validation: sparse.csr_matrix
   slices: dict
+  cold_items: np.ndarray
 
 
 def load_interactions(config: DataConfig, seed: int) -> Interactions:
@@ -66,6 +67,10 @@ def prepare(config: DataConfig, seed: int) -> Prepared:
   split = splits.make_split(data.user, data.timestamp, config.test_fraction,
                             config.validation_fraction, config.sparse_users,
                             config.sparse_keep, seed)
+  cold = np.zeros(0, dtype=np.int32)
+  if config.cold_items > 0:
+    split, cold = splits.hold_out_items(data.item, split, config.cold_items,
+                                        seed)
   train_counts = np.bincount(data.user[split.train],
                              minlength=data.num_users + 1)
   sparse_mask = np.zeros(data.num_users + 1, dtype=bool)
@@ -75,4 +80,5 @@ def prepare(config: DataConfig, seed: int) -> Prepared:
   return Prepared(data, split, train=matrix(split.train),
                   test=matrix(split.test), fit=matrix(split.fit),
                   validation=matrix(split.validation),
-                  slices={"sparse": sparse_mask, "dense": ~sparse_mask})
+                  slices={"sparse": sparse_mask, "dense": ~sparse_mask},
+                  cold_items=cold)

@@ -69,6 +69,23 @@ def truncate_histories(user: np.ndarray, timestamp: np.ndarray,
   return np.sort(ordered[~drop]), chosen
 
 
+def hold_out_items(item: np.ndarray, split: Split, fraction: float,
+                   seed: int) -> tuple:
+  """Makes a seeded `fraction` of the trained items cold: their training,
+  fit and validation rows are dropped, their test rows kept.
+
+  Returns (split without those rows, cold item indices).
+  """
+  trained = np.unique(item[split.train])
+  rng = np.random.default_rng(seed + 1)
+  cold = np.sort(rng.choice(trained, int(round(fraction * len(trained))),
+                            replace=False))
+  warm = lambda rows: rows[~np.isin(item[rows], cold)]
+  return dataclasses.replace(split, train=warm(split.train),
+                             fit=warm(split.fit),
+                             validation=warm(split.validation)), cold
+
+
 def make_split(user: np.ndarray, timestamp: np.ndarray, test_fraction: float,
                validation_fraction: float, sparse_fraction: float = 0.0,
                sparse_keep: int = 5, seed: int = 0) -> Split:

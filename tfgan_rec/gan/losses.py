@@ -47,6 +47,21 @@ def zero_reconstruction(generated: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor
       tf.reduce_sum(weights, axis=-1), 1.0)
 
 
+def masked_reconstruction(generated: tf.Tensor, real: tf.Tensor,
+                          shown: tf.Tensor) -> tf.Tensor:
+  """Binary cross-entropy of generated scores against the real vector on the
+  shown positions (the user's items and the sampled negatives), per example.
+
+  Items dropped from the condition are among the positives, so this teaches
+  the generator to complete a partial history, not to copy it.
+  """
+  eps = 1e-6
+  bce = -(real * tf.math.log(generated + eps) +
+          (1.0 - real) * tf.math.log(1.0 - generated + eps))
+  return tf.reduce_sum(bce * shown, axis=-1) / tf.maximum(
+      tf.reduce_sum(shown, axis=-1), 1.0)
+
+
 LOSSES = {
     "minimax": (minimax_discriminator_loss, minimax_generator_loss),
     "wasserstein": (wasserstein_discriminator_loss, wasserstein_generator_loss),

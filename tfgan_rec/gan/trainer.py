@@ -238,8 +238,11 @@ class GANTrainer:
     with tf.GradientTape() as tape:
       fake = self.generator(condition, batch["noise"][:, -1], training=True)
       fake_logits = self.discriminator(fake * shown, condition, training=True)
-      g_loss = average(g_loss_fn(fake_logits) + cfg.zr_weight *
-                       losses.zero_reconstruction(fake, negatives))
+      g_loss = average(
+          g_loss_fn(fake_logits) +
+          cfg.zr_weight * losses.zero_reconstruction(fake, negatives) +
+          cfg.reconstruction_weight * losses.masked_reconstruction(
+              fake, real, shown))
     self._apply(tape, g_loss, self.generator, self.g_optimizer)
     return {"d_loss": d_loss, "g_loss": g_loss,
             "d_real": average(tf.sigmoid(real_logits)),
@@ -270,6 +273,9 @@ class GANTrainer:
       self._guard(step, metrics)
       if after_step:
         after_step(step)
+      if step % self.config.checkpoint_every == 0 or step == stop:
+        log.info("GAN step %d/%d: %s", step, stop, ", ".join(
+            f"{k} {v:.3f}" for k, v in metrics.items()))
       if self.writer and step % self.config.log_every == 0:
         with self.writer.as_default(step=step):
           for name, value in metrics.items():
@@ -298,14 +304,18 @@ class GANTrainer:
   # --- sampling --------------------------------------------------------------
 
   def generate(self, users: np.ndarray, samples: int = 4,
+               history: Optional[GANData] = None,
                batch_size: int = 1024) -> np.ndarray:
     """Mean generated scores [len(users), num_items + 1] over `samples`
-    noise draws, conditioned on each user's full history and features."""
+    noise draws, conditioned on each user's features and full history (the
+    training data's, or `history`'s)."""
     out = []
+    values = tf.constant(history.seen_items) if history else self.seen_values
+    splits = tf.constant(history.seen_splits) if history else self.seen_splits
     rng = tf.random.Generator.from_seed(self.seed + 7)
     for start in range(0, len(users), batch_size):
       batch = tf.constant(users[start:start + batch_size], tf.int32)
-      real = dense_rows(self.seen_values, self.seen_splits, batch, self.width)
+      real = dense_rows(values, splits, batch, self.width)
       condition = self._condition(batch, real)
       total = tf.zeros_like(real)
       for _ in range(samples):

@@ -40,7 +40,12 @@ class FitResult:
 
 def build_model(config: RunConfig, data: EncodedData,
                 rows: TrainingRows) -> TwoStageModel:
-  history = history_table(rows.user, rows.item, rows.timestamp, data.num_users,
+  # Generated interactions (weight < 1) are training targets; whether they
+  # also enter the pooled history that describes the user is configurable.
+  in_history = (np.ones(len(rows.user), bool)
+                if config.model.generated_in_history else rows.weight >= 1.0)
+  history = history_table(rows.user[in_history], rows.item[in_history],
+                          rows.timestamp[in_history], data.num_users,
                           config.model.history_length)
   counts = np.bincount(rows.item, weights=rows.weight,
                        minlength=data.num_items + 1)
@@ -63,10 +68,18 @@ def make_dataset(rows: TrainingRows, batch_size: int, seed: int,
   return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def score_all_items(model: TwoStageModel, users: np.ndarray) -> np.ndarray:
-  """[len(users), num_items + 1] retrieval scores (column 0 = padding)."""
+def item_matrix(model: TwoStageModel) -> np.ndarray:
+  """Candidate embeddings of every item, [num_items + 1, dim]."""
   items = tf.range(0, model.num_items + 1, dtype=tf.int32)
-  candidates = model.item_embeddings(items)
+  return model.item_embeddings(items).numpy()
+
+
+def score_all_items(model: TwoStageModel, users: np.ndarray,
+                    candidates: Optional[np.ndarray] = None) -> np.ndarray:
+  """[len(users), num_items + 1] retrieval scores (column 0 = padding);
+  `candidates` replaces the tower's item embeddings (e.g. generated ones)."""
+  if candidates is None:
+    candidates = item_matrix(model)
   queries = model.user_embeddings(tf.constant(users, tf.int32))
   return tf.matmul(queries, candidates, transpose_b=True).numpy()
 

@@ -1,0 +1,161 @@
+"""The GAN: losses, distribution, checkpoints, divergence guard, quality."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgan_rec import baselines, evaluate
+from tfgan_rec.config import GANConfig
+from tfgan_rec.gan import losses
+from tfgan_rec.gan import trainer as gan_trainer
+
+WORKER = os.path.join(os.path.dirname(__file__), "helpers", "gan_worker.py")
+SMALL = GANConfig(steps=20, batch_size=32, hidden=(32,), noise_dim=8,
+                  checkpoint_every=5)
+
+
+@pytest.fixture(scope="module")
+def gan_data(prepared):
+  _, ready = prepared
+  data, fit = ready.data, ready.split.fit
+  return gan_trainer.GANData.from_rows(data.user[fit], data.item[fit],
+                                       data.num_users, data.num_items,
+                                       data.user_features)
+
+
+def weights(trainer):
+  return [w.numpy() for w in trainer.generator.weights +
+          trainer.discriminator.weights]
+
+
+def test_minimax_losses_by_hand():
+  real, fake = tf.constant([2.0]), tf.constant([-1.0])
+  d = losses.minimax_discriminator_loss(real, fake).numpy()[0]
+  assert d == pytest.approx(-np.log(1 / (1 + np.exp(-2))) -
+                            np.log(1 - 1 / (1 + np.exp(1))), rel=1e-5)
+  g = losses.minimax_generator_loss(fake).numpy()[0]
+  assert g == pytest.approx(-np.log(1 / (1 + np.exp(1))), rel=1e-5)
+
+
+def test_zero_reconstruction_only_counts_negatives():
+  generated = tf.constant([[0.5, 1.0, 0.2]])
+  negatives = tf.constant([[True, False, True]])
+  value = losses.zero_reconstruction(generated, negatives).numpy()[0]
+  assert value == pytest.approx((0.25 + 0.04) / 2)
+
+
+def test_gradient_penalty_is_zero_for_unit_slope_critic():
+  critic = lambda x, condition, training=None: tf.reduce_sum(x, -1) / np.sqrt(2.0)
+  penalty = losses.gradient_penalty(critic, tf.ones([3, 2]), tf.zeros([3, 2]),
+                                    None, tf.fill([3, 1], 0.5))
+  np.testing.assert_allclose(penalty.numpy(), 0.0, atol=1e-6)
+
+
+def test_train_step_traced_once_and_wasserstein_runs(gan_data):
+  for loss in ("minimax", "wasserstein"):
+    config = GANConfig(**{**SMALL.__dict__, "loss": loss, "steps": 4})
+    trainer = gan_trainer.GANTrainer(config, gan_data, seed=1)
+    metrics = trainer.train()
+    assert trainer.trace_count == 1
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_mirrored_two_devices_match_one(tmp_path):
+  out = tmp_path / "w.npz"
+  subprocess.run([sys.executable, WORKER, str(out), "mirrored"], check=True,
+                 capture_output=True, timeout=300)
+  saved = np.load(out)
+  count = len([k for k in saved.files if k.startswith("one_")])
+  assert count > 0
+  for i in range(count):
+    np.testing.assert_allclose(saved[f"one_{i}"], saved[f"two_{i}"],
+                               rtol=1e-4, atol=1e-5)
+
+
+def _free_port():
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def test_two_workers_end_with_identical_weights(tmp_path):
+  workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": {"worker": workers},
+         "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, WORKER, str(tmp_path / f"w{index}.npz"),
+         "multiworker"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT))
+  for proc in procs:
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, output[-2000:]
+  first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+  assert len(first.files) > 0
+  for name in first.files:
+    np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_killed_run_resumes_from_checkpoint(gan_data, tmp_path):
+  uninterrupted = gan_trainer.GANTrainer(SMALL, gan_data, seed=5)
+  uninterrupted.train()
+
+  def kill_at_12(step):
+    if step == 12:
+      raise KeyboardInterrupt
+
+  first = gan_trainer.GANTrainer(SMALL, gan_data, seed=5,
+                                 checkpoint_dir=str(tmp_path))
+  with pytest.raises(KeyboardInterrupt):
+    first.train(after_step=kill_at_12)
+  resumed = gan_trainer.GANTrainer(SMALL, gan_data, seed=5,
+                                   checkpoint_dir=str(tmp_path))
+  assert resumed.restore() == 10
+  resumed.train()
+  assert int(resumed.step.numpy()) == 20
+  for a, b in zip(weights(uninterrupted), weights(resumed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_divergence_guard_restores_last_good_checkpoint(gan_data, tmp_path):
+  trainer = gan_trainer.GANTrainer(SMALL, gan_data, seed=5,
+                                   checkpoint_dir=str(tmp_path))
+
+  def poison(step):
+    if step == 7:
+      variable = trainer.generator.trainable_variables[-1]
+      variable.assign(tf.fill(variable.shape, np.nan))
+
+  with pytest.raises(gan_trainer.GANDivergedError,
+                     match="diverged at step 8.*restored"):
+    trainer.train(after_step=poison)
+  assert int(trainer.step.numpy()) == 5
+  assert all(np.isfinite(w).all() for w in weights(trainer))
+
+
+def test_generated_vectors_beat_popularity_for_sparse_users(prepared, gan_data):
+  _, ready = prepared
+  data, train = ready.data, ready.split.train
+  trainer = gan_trainer.GANTrainer(GANConfig(steps=600, batch_size=64),
+                                   gan_data, seed=0)
+  trainer.train()
+  # Conditioned on each user's whole training history, scored on the test
+  # items the GAN never saw.
+  history = gan_trainer.GANData.from_rows(data.user[train], data.item[train],
+                                          data.num_users, data.num_items,
+                                          data.user_features)
+  k = 20
+  gan = evaluate.evaluate_retrieval(
+      lambda users: trainer.generate(users, history=history), ready.train,
+      ready.test, k, ready.slices)
+  popular = evaluate.evaluate_retrieval(
+      baselines.MostPopular(ready.train).scores, ready.train, ready.test, k,
+      ready.slices)
+  assert gan["sparse"][f"recall@{k}"] > 1.2 * popular["sparse"][f"recall@{k}"]

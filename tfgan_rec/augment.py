@@ -1,0 +1,74 @@
+"""Generated interactions for sparse and new users, from a trained GAN.
+
+Users with fewer than `threshold` training interactions (and users known
+only by their features, who have none) get the generator's top
+`items_per_user` items they have not interacted with, averaged over
+`samples` noise draws. Generated rows carry weight `weight` < 1 and a
+calibrated rating: the baseline estimate global mean + user bias + item bias
+from real ratings, not the generator's (high-skewed) scores.
+"""
+import dataclasses
+
+import numpy as np
+
+from tfgan_rec.baselines import shrunk_means
+from tfgan_rec.config import AugmentConfig
+from tfgan_rec.gan.trainer import GANData, GANTrainer
+from tfgan_rec.recommender.training import TrainingRows
+
+
+def baseline_ratings(rows: TrainingRows, num_users: int, num_items: int,
+                     shrinkage: float = 10.0):
+  """Returns rate(user, item) = mean + user bias + item bias (shrunk)."""
+  mean = float(rows.rating.mean()) if len(rows.rating) else 0.0
+  residual = rows.rating - mean
+  item_bias = shrunk_means(rows.item, residual, num_items, shrinkage)
+  residual = residual - item_bias[rows.item]
+  user_bias = shrunk_means(rows.user, residual, num_users, shrinkage)
+  low, high = rows.rating.min(), rows.rating.max()
+  return lambda user, item: np.clip(
+      mean + user_bias[user] + item_bias[item], low, high).astype(np.float32)
+
+
+def augment(trainer: GANTrainer, rows: TrainingRows, num_users: int,
+            num_items: int, config: AugmentConfig,
+            features) -> TrainingRows:
+  """Generated interactions (weight `config.weight`) for users below the
+  threshold, conditioned on `rows` (the real training interactions)."""
+  counts = np.bincount(rows.user, minlength=num_users + 1)
+  targets = np.flatnonzero(counts[1:] < config.threshold) + 1
+  empty = TrainingRows(*(np.zeros(0, t) for t in (np.int32, np.int32,
+                                                  np.float32, np.float64,
+                                                  np.float32)))
+  if not len(targets) or config.items_per_user <= 0:
+    return empty
+  history = GANData.from_rows(rows.user, rows.item, num_users, num_items,
+                              features)
+  scores = trainer.generate(targets, config.samples, history=history)
+  scores[:, 0] = -np.inf
+  seen_rows, seen_cols = _seen(history, targets)
+  scores[seen_rows, seen_cols] = -np.inf
+  m = min(config.items_per_user, num_items)
+  top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+  user = np.repeat(targets, m).astype(np.int32)
+  item = top.ravel().astype(np.int32)
+  latest = np.zeros(num_users + 1)
+  np.maximum.at(latest, rows.user, rows.timestamp)
+  rate = baseline_ratings(rows, num_users, num_items)
+  return TrainingRows(user, item, rate(user, item), latest[user],
+                      np.full(len(user), config.weight, np.float32))
+
+
+def _seen(history: GANData, users: np.ndarray):
+  starts, ends = history.seen_splits[users], history.seen_splits[users + 1]
+  lengths = ends - starts
+  rows = np.repeat(np.arange(len(users)), lengths)
+  offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
+                                                 lengths)
+  return rows, history.seen_items[np.repeat(starts, lengths) + offsets]
+
+
+def concat(first: TrainingRows, second: TrainingRows) -> TrainingRows:
+  return TrainingRows(*(np.concatenate([getattr(first, f.name),
+                                        getattr(second, f.name)])
+                        for f in dataclasses.fields(TrainingRows)))
