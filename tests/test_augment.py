@@ -28,9 +28,7 @@ def test_generated_rows_target_sparse_users_only(prepared, small_trainer):
   _, ready = prepared
   rows = training.TrainingRows.real(ready.data, ready.split.fit)
   config = AugmentConfig(threshold=6, items_per_user=4, weight=0.25)
-  generated = augment.augment(small_trainer, rows, ready.data.num_users,
-                              ready.data.num_items, config,
-                              ready.data.user_features)
+  generated = augment.augment(small_trainer, rows, ready.data, config)
   counts = np.bincount(rows.user, minlength=ready.data.num_users + 1)
   targets = np.flatnonzero(counts[1:] < 6) + 1
   assert set(generated.user) == set(targets)

@@ -86,3 +86,28 @@ def test_csv_logs_run(tmp_path):
                      "--export-dir", str(tmp_path / "export")]) == 0
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert metrics["data"]["items"] == 45  # unrated items join the catalogue
+
+
+def test_augment_gan_reports_both_models_and_new_items(tmp_path):
+  run_dir = run(tmp_path, "gan", "--augment", "gan", "--gan-steps", "20",
+                "--gan-batch-size", "32", "--cold-items", "0.1")
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  assert {"TFRS + GAN augmentation", "TFRS two-stage"} <= set(metrics["retrieval"])
+  assert metrics["augmentation"]["generated"] > 0
+  new_items = metrics["new_items"]
+  assert set(new_items["retrieval"]) == {"tower embeddings", "random",
+                                         "GAN-generated embeddings"}
+  assert new_items["generated_embeddings"] >= new_items["cold_items"]
+  report = (run_dir / "report.md").read_text()
+  assert "| TFRS + GAN augmentation | sparse |" in report
+  assert "## New items" in report
+
+
+def test_gan_checkpoints_need_resume(tmp_path, capsys):
+  run_dir = tmp_path / "killed"
+  (run_dir / "gan_checkpoints").mkdir(parents=True)
+  (run_dir / "gan_checkpoints" / "checkpoint").write_text("x")
+  code = train.main([*TINY, "--augment", "gan", "--run-dir", str(run_dir),
+                     "--no-export"])
+  assert code == 2
+  assert "pass --resume" in capsys.readouterr().err

@@ -8,13 +8,28 @@ calibrated rating: the baseline estimate global mean + user bias + item bias
 from real ratings, not the generator's (high-skewed) scores.
 """
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
 from tfgan_rec.baselines import shrunk_means
-from tfgan_rec.config import AugmentConfig
+from tfgan_rec.config import AugmentConfig, GANConfig
+from tfgan_rec.data.dataset import EncodedData
 from tfgan_rec.gan.trainer import GANData, GANTrainer
 from tfgan_rec.recommender.training import TrainingRows
+
+
+def fit_gan(config: GANConfig, rows: TrainingRows, data: EncodedData,
+            seed: int, checkpoint_dir: Optional[str] = None,
+            logdir: Optional[str] = None) -> GANTrainer:
+  """Trains (or, from `checkpoint_dir`, resumes) the GAN on `rows`."""
+  gan_data = GANData.from_rows(rows.user, rows.item, data.num_users,
+                               data.num_items, data.user_features)
+  trainer = GANTrainer(config, gan_data, seed, checkpoint_dir=checkpoint_dir,
+                       logdir=logdir)
+  trainer.restore()
+  trainer.train()
+  return trainer
 
 
 def baseline_ratings(rows: TrainingRows, num_users: int, num_items: int,
@@ -30,11 +45,11 @@ def baseline_ratings(rows: TrainingRows, num_users: int, num_items: int,
       mean + user_bias[user] + item_bias[item], low, high).astype(np.float32)
 
 
-def augment(trainer: GANTrainer, rows: TrainingRows, num_users: int,
-            num_items: int, config: AugmentConfig,
-            features) -> TrainingRows:
+def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
+            config: AugmentConfig) -> TrainingRows:
   """Generated interactions (weight `config.weight`) for users below the
   threshold, conditioned on `rows` (the real training interactions)."""
+  num_users, num_items = data.num_users, data.num_items
   counts = np.bincount(rows.user, minlength=num_users + 1)
   targets = np.flatnonzero(counts[1:] < config.threshold) + 1
   empty = TrainingRows(*(np.zeros(0, t) for t in (np.int32, np.int32,
@@ -43,7 +58,7 @@ def augment(trainer: GANTrainer, rows: TrainingRows, num_users: int,
   if not len(targets) or config.items_per_user <= 0:
     return empty
   history = GANData.from_rows(rows.user, rows.item, num_users, num_items,
-                              features)
+                              data.user_features)
   scores = trainer.generate(targets, config.samples, history=history)
   scores[:, 0] = -np.inf
   seen_rows, seen_cols = _seen(history, targets)

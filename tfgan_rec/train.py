@@ -174,38 +174,37 @@ def _fit_and_evaluate(config, prepared, fit_rows, train_rows, callbacks):
   return result, retrieval, evaluate.rmse(predicted, data.rating[split.test])
 
 
-def _gan_augmentation(config, prepared, fit_rows, train_rows, run_dir, resume):
-  """Trains the GAN on the fit rows and generates interactions for the
-  fit and train sets; returns (generated_fit, generated_train, gan_metrics)."""
-  # pylint: disable=g-import-not-at-top
-  from tfgan_rec import augment
-  from tfgan_rec.gan import trainer as gan_trainer
-  data = prepared.data
+def _gan_checkpoints(run_dir: str, resume: bool) -> str:
+  """The run's GAN checkpoint folder; stale checkpoints need --resume."""
   checkpoints = os.path.join(run_dir, "gan_checkpoints")
   if os.path.isdir(checkpoints) and os.listdir(checkpoints) and not resume:
     raise InputError(f"'{checkpoints}' holds GAN checkpoints of an earlier "
                      f"run; pass --resume to continue it or choose another "
                      f"--run-dir.")
-  gan_data = gan_trainer.GANData.from_rows(fit_rows.user, fit_rows.item,
-                                           data.num_users, data.num_items,
-                                           data.user_features)
-  trainer = gan_trainer.GANTrainer(
-      config.gan, gan_data, config.seed, checkpoint_dir=checkpoints,
-      logdir=os.path.join(config.logdir, "gan") if config.logdir else None)
-  trainer.restore()
+  return checkpoints
+
+
+def _gan_augmentation(config, prepared, fit_rows, train_rows, checkpoints):
+  """Trains the GAN on the fit rows and generates interactions for the
+  fit and train sets; returns (generated_fit, generated_train, gan_metrics)."""
+  # pylint: disable=g-import-not-at-top
+  from tfgan_rec import augment
+  from tfgan_rec.gan.trainer import GANDivergedError
+  logdir = os.path.join(config.logdir, "gan") if config.logdir else None
   try:
-    metrics = trainer.train()
-  except gan_trainer.GANDivergedError as err:
+    trainer = augment.fit_gan(config.gan, fit_rows, prepared.data,
+                              config.seed, checkpoints, logdir)
+  except GANDivergedError as err:
     raise InputError(str(err)) from None
-  generate = lambda rows: augment.augment(
-      trainer, rows, data.num_users, data.num_items, config.augmentation,
-      data.user_features)
-  return generate(fit_rows), generate(train_rows), metrics
+  generate = lambda rows: augment.augment(trainer, rows, prepared.data,
+                                          config.augmentation)
+  return generate(fit_rows), generate(train_rows), trainer.last_metrics
 
 
 def _new_item_embeddings(config, prepared, model, train_rows):
   """Candidate matrix whose rows for never-interacted items are generated
-  from content; returns (matrix, those items)."""
+  from content; returns (matrix, those items), or (None, []) when there are
+  no such items or no content to generate from."""
   # pylint: disable=g-import-not-at-top
   from tfgan_rec.gan import item_generator
   from tfgan_rec.recommender import training
@@ -213,9 +212,12 @@ def _new_item_embeddings(config, prepared, model, train_rows):
   counts = np.bincount(train_rows.item, minlength=data.num_items + 1)
   warm = np.flatnonzero(counts[1:]) + 1
   untrained = np.flatnonzero(counts[1:] == 0) + 1
-  candidates = training.item_matrix(model)
   if not len(untrained) or not data.item_features.specs:
-    return candidates, untrained
+    if len(untrained):
+      log.info("%d items have no interactions and no content features; "
+               "they keep their tower embeddings.", len(untrained))
+    return None, untrained[:0]
+  candidates = training.item_matrix(model)
   generator = item_generator.train_item_generator(
       data.item_features.values, data.item_features.specs, warm,
       candidates[warm], seed=config.seed)
@@ -261,6 +263,8 @@ def run(config: config_lib.RunConfig, export: bool = True,
   seconds["data"] = time.time() - start
   # Created only once the input is known to be good.
   run_dir = _run_dir(config)
+  checkpoints = (_gan_checkpoints(run_dir, resume)
+                 if config.augment == "gan" else None)
   _write_config(config, run_dir)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,
            data.num_users, data.num_items, len(data))
@@ -288,7 +292,7 @@ def run(config: config_lib.RunConfig, export: bool = True,
   if config.augment == "gan":
     start = time.time()
     generated_fit, generated_train, gan_metrics = _gan_augmentation(
-        config, prepared, fit_rows, train_rows, run_dir, resume)
+        config, prepared, fit_rows, train_rows, checkpoints)
     seconds["gan"] = time.time() - start
     start = time.time()
     result, aug_metrics, aug_rmse = _fit_and_evaluate(

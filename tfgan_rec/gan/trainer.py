@@ -122,6 +122,7 @@ class GANTrainer:
     self.writer = tf.summary.create_file_writer(logdir) if logdir else None
     self._train_step = tf.function(self._distributed_step)
     self.trace_count = 0
+    self.last_metrics: Dict[str, float] = {}
 
   # --- setup -----------------------------------------------------------------
 
@@ -284,6 +285,7 @@ class GANTrainer:
         self.manager.save(checkpoint_number=step)
     if self.manager and start < stop:
       self.manager.save(checkpoint_number=stop)
+    self.last_metrics = metrics
     return metrics
 
   def _guard(self, step: int, metrics: Dict[str, float]) -> None:
