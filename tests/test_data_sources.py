@@ -1,6 +1,5 @@
 """MovieLens sources (recbole wheel, GroupLens folder, TFDS records),
 feature typing and the synthetic generator."""
-import os
 import zipfile
 
 import numpy as np

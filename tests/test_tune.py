@@ -48,3 +48,13 @@ def test_gan_space_needs_augment(tmp_path, capsys):
   code = tune.main([*DATA, "--space", "gan", "--directory", str(tmp_path)])
   assert code == 2
   assert "needs --augment gan" in capsys.readouterr().err
+
+
+def test_hyperband_uses_epochs_as_budget(tmp_path):
+  assert tune.main([*DATA, "--synthetic-interactions", "2000", "--epochs", "3",
+                    "--tuner", "hyperband", "--directory",
+                    str(tmp_path)]) == 0
+  project = tmp_path / "tfgan_rec"
+  best = yaml.safe_load((project / "best_config.yaml").read_text())
+  assert 1 <= best["train"]["epochs"] <= 3
+  assert "| epochs |" not in (project / "trials.md").read_text()

@@ -359,17 +359,24 @@ def setup_logging(verbose: bool) -> None:
                                      logging.ERROR)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
+def run_cli(parser: argparse.ArgumentParser, action,
+            argv: Optional[List[str]]) -> int:
+  """Parses `argv`, runs `action(args)`; bad input ends as one `error:`
+  line on stderr and exit code 2, never a traceback."""
+  args = parser.parse_args(argv)
   setup_logging(getattr(args, "verbose", False))
   try:
-    config = resolve_config(args)
-    run(config, export=getattr(args, "export", True),
-        resume=getattr(args, "resume", False))
+    action(args)
   except InputError as err:
     print(f"error: {err}", file=sys.stderr)
     return err.exit_code
   return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  return run_cli(build_parser(), lambda args: run(
+      resolve_config(args), export=getattr(args, "export", True),
+      resume=getattr(args, "resume", False)), argv)
 
 
 if __name__ == "__main__":

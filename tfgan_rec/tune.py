@@ -44,8 +44,13 @@ def define_recommender(hp, config: config_lib.RunConfig) -> None:
   model.retrieval_weight = 1.0  # the scale is set by the ranking weight
   model.history_dropout = hp.Float("history_dropout", 0.0, 0.5)
   train.learning_rate = hp.Float("learning_rate", 3e-4, 1e-2, sampling="log")
-  if "tuner/epochs" not in hp.values:
+  if not _budget_is_epochs(hp):
     train.epochs = hp.Int("epochs", 5, 40, step=5)
+
+
+def _budget_is_epochs(hp) -> bool:
+  """Hyperband sets epochs itself (and marks its hyperparameters so)."""
+  return "tuner/epochs" in hp.values or getattr(hp, "budget_is_epochs", False)
 
 
 def define_gan(hp, config: config_lib.RunConfig) -> None:
@@ -133,7 +138,14 @@ def make_tuner(kind: str, base: config_lib.RunConfig, prepared,
     options.update(max_epochs=base.train.epochs, factor=3)
   else:
     options.update(max_trials=max_trials)
-  return RecommenderTuner(**options)
+  tuner = RecommenderTuner(**options)
+  # The oracles sample only declared hyperparameters (Hyperband stops on an
+  # empty space), so declare the whole space before searching.
+  space = kt.HyperParameters()
+  space.budget_is_epochs = kind == "hyperband"
+  configure_trial(base, space, spaces)
+  tuner.oracle.update_space(space)
+  return tuner
 
 
 def trials_table(tuner, objective: str) -> str:
@@ -226,14 +238,7 @@ def tune(args) -> Dict[str, object]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
-  train_cli.setup_logging(getattr(args, "verbose", False))
-  try:
-    tune(args)
-  except InputError as err:
-    print(f"error: {err}", file=sys.stderr)
-    return err.exit_code
-  return 0
+  return train_cli.run_cli(build_parser(), tune, argv)
 
 
 if __name__ == "__main__":
