@@ -18,6 +18,8 @@ from tfgan_rec.data.dataset import EncodedData
 from tfgan_rec.gan.trainer import GANData, GANTrainer
 from tfgan_rec.recommender.training import TrainingRows
 
+USERS_PER_CHUNK = 2048
+
 
 def fit_gan(config: GANConfig, rows: TrainingRows, data: EncodedData,
             seed: int, checkpoint_dir: Optional[str] = None,
@@ -59,12 +61,12 @@ def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
     return empty
   history = GANData.from_rows(rows.user, rows.item, num_users, num_items,
                               data.user_features)
-  scores = trainer.generate(targets, config.samples, history=history)
-  scores[:, 0] = -np.inf
-  seen_rows, seen_cols = _seen(history, targets)
-  scores[seen_rows, seen_cols] = -np.inf
   m = min(config.items_per_user, num_items)
-  top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+  # Chunks of users keep the [users, catalogue] score matrix small.
+  top = np.concatenate([
+      _top_unseen(trainer, history, targets[start:start + USERS_PER_CHUNK],
+                  config.samples, m)
+      for start in range(0, len(targets), USERS_PER_CHUNK)])
   user = np.repeat(targets, m).astype(np.int32)
   item = top.ravel().astype(np.int32)
   latest = np.zeros(num_users + 1)
@@ -72,6 +74,16 @@ def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
   rate = baseline_ratings(rows, num_users, num_items)
   return TrainingRows(user, item, rate(user, item), latest[user],
                       np.full(len(user), config.weight, np.float32))
+
+
+def _top_unseen(trainer: GANTrainer, history: GANData, users: np.ndarray,
+                samples: int, m: int) -> np.ndarray:
+  """[len(users), m]: each user's m best generated items not in `history`."""
+  scores = trainer.generate(users, samples, history=history)
+  scores[:, 0] = -np.inf
+  seen_rows, seen_cols = _seen(history, users)
+  scores[seen_rows, seen_cols] = -np.inf
+  return np.argpartition(-scores, m - 1, axis=1)[:, :m]
 
 
 def _seen(history: GANData, users: np.ndarray):

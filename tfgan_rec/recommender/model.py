@@ -67,8 +67,11 @@ class TwoStageModel(tfrs.Model):
     self.rating_head = towers.mlp(config.ranking_hidden, 1, "rating_head")
     self.retrieval_task = tfrs.tasks.Retrieval(
         temperature=config.temperature, remove_accidental_hits=True)
+    # Summed here and averaged in compute_loss over the global batch, so
+    # training under a tf.distribute strategy takes the same step.
     self.ranking_task = tfrs.tasks.Ranking(
-        loss=tf.keras.losses.MeanSquaredError(),
+        loss=tf.keras.losses.MeanSquaredError(
+            reduction=tf.keras.losses.Reduction.SUM),
         metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
 
   def user_embeddings(self, user: tf.Tensor, history=None) -> tf.Tensor:
@@ -130,5 +133,7 @@ class TwoStageModel(tfrs.Model):
     ranking_loss = self.ranking_task(labels=inputs["rating"][:, None],
                                      predictions=predicted[:, None],
                                      sample_weight=weight)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    ranking_loss /= batch_size * replicas
     return (self.config.retrieval_weight * retrieval_loss +
             self.config.ranking_weight * ranking_loss)

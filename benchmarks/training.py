@@ -1,0 +1,341 @@
+"""Training time, throughput and memory of each stage, by data size.
+
+    python benchmarks/training.py                    # 100K, 1M, 10M; 1 and 2 replicas
+    python benchmarks/training.py --sizes 100000 --replicas 1
+
+For each number of interactions and each replica count it starts a fresh
+process (the CPU is split into that many logical devices before TensorFlow
+initialises, and peak memory is the process's own) that runs the stages of
+`python -m tfgan_rec.train --augment gan` on seeded synthetic data:
+
+- data: generate, encode and split the interactions;
+- gan: train the GAN for its configured steps (MirroredStrategy over the
+  logical devices);
+- augmentation: generate interactions for the sparse users;
+- tfrs: train the two-stage model on real + generated rows for `--epochs`
+  epochs (built under the same MirroredStrategy);
+- export: write the retrieval, ranking and recommend SavedModels;
+- tutorial: the TFRS tutorial's two-tower model (string IDs through
+  StringLookup, 32-dim embeddings, in-batch softmax, batch 8192, Adagrad)
+  trained on the same rows, as the throughput reference.
+
+Examples per second count training rows (GAN: users) processed per second
+of the stage's last epoch (GAN: of all its steps). Peak memory is the
+largest resident set size of the process sampled (every 50 ms, from
+the parent process) during the stage. Prints a table, writes
+JSON (default benchmarks/results/training.json) and, when matplotlib is
+installed (`pip install -e '.[bench]'`), a log-log PNG of time and memory
+against interactions.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TUTORIAL_BATCH = 8192
+STAGES = ("data", "gan", "augmentation", "tfrs", "export", "tutorial")
+
+
+def rss_bytes(pid: int) -> int:
+  """Resident set size of process `pid` (Linux)."""
+  with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+    return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Stages:
+  """Times stages (wall-clock bounds let the parent process attribute its
+  memory samples to them) and records their throughput."""
+
+  def __init__(self):
+    self.rows = []
+
+  def run(self, name: str, fn, examples_of=None):
+    """Runs `fn()`; `examples_of(result, seconds)` gives examples/second."""
+    started, start = time.time(), time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    row = {"stage": name, "seconds": seconds, "started": started,
+           "ended": time.time()}
+    if examples_of:
+      row["examples_per_second"] = examples_of(result, seconds)
+    self.rows.append(row)
+    print(f"  {name}: {seconds:.1f} s" +
+          (f", {row['examples_per_second']:,.0f} ex/s" if examples_of
+           else ""), flush=True)
+    return result
+
+
+def _timed_epochs(model, dataset, epochs: int) -> list:
+  seconds = []
+  for _ in range(epochs):
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, verbose=0)
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def tutorial_two_tower(user_ids, item_ids, dim: int = 32):
+  """The TFRS basic-retrieval tutorial's model over string IDs."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  import tensorflow_recommenders as tfrs
+
+  def tower(vocabulary):
+    return tf.keras.Sequential([
+        tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None),
+        tf.keras.layers.Embedding(len(vocabulary) + 1, dim)])
+
+  class TwoTower(tfrs.Model):
+
+    def __init__(self):
+      super().__init__()
+      self.user_model, self.item_model = tower(user_ids), tower(item_ids)
+      self.task = tfrs.tasks.Retrieval()
+
+    def compute_loss(self, features, training=False):
+      # Metrics off in training, as the tutorial advises for speed.
+      return self.task(self.user_model(features["user_id"]),
+                       self.item_model(features["item_id"]),
+                       compute_metrics=False)
+
+  model = TwoTower()
+  model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+  return model
+
+
+def worker(size: int, replicas: int, epochs: int, seed: int,
+           tutorial_batches: int, gan_steps: int) -> dict:
+  """Runs every stage once in this process; returns the measurements."""
+  # pylint: disable=g-import-not-at-top
+  import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
+  import tensorflow as tf
+  from tfgan_rec import augment, config as config_lib, data as data_lib
+  from tfgan_rec import export as export_lib
+  from tfgan_rec.gan import trainer as trainer_lib
+  from tfgan_rec.recommender import training
+
+  trainer_lib.use_logical_cpus(replicas)
+  strategy = trainer_lib.make_strategy()
+  config = config_lib.RunConfig(seed=seed)
+  config.data.dataset, config.data.synthetic_interactions = "synthetic", size
+  config.gan.steps = gan_steps or config.gan.steps
+  stages = Stages()
+
+  prepared = stages.run("data",
+                        lambda: data_lib.prepare(config.data, config.seed))
+  data, split = prepared.data, prepared.split
+  train_rows = training.TrainingRows.real(data, split.train)
+  trainer = stages.run(
+      "gan", lambda: augment.fit_gan(config.gan, train_rows, data, seed),
+      lambda _, s: config.gan.steps * config.gan.batch_size / s)
+  generated = stages.run(
+      "augmentation", lambda: augment.augment(trainer, train_rows, data,
+                                              config.augmentation),
+      lambda g, s: len(np.unique(g.user)) / s)
+  rows = augment.concat(train_rows, generated)
+
+  def train_tfrs():
+    tf.keras.utils.set_random_seed(seed)
+    with strategy.scope():
+      model = training.build_model(config, data, rows)
+    dataset = training.make_dataset(rows, config.train.batch_size, seed)
+    return model, _timed_epochs(model, dataset, epochs)
+
+  model, tfrs_epochs = stages.run(
+      "tfrs", train_tfrs, lambda r, _: len(rows.user) / r[1][-1])
+  with tempfile.TemporaryDirectory() as directory:
+    stages.run("export", lambda: export_lib.export_trained(
+        model, prepared, config_lib.ExportConfig(export_dir=directory)))
+
+  def train_tutorial():
+    users = data.user_ids[data.user[split.train] - 1].astype(str)
+    items = data.item_ids[data.item[split.train] - 1].astype(str)
+    tf.keras.utils.set_random_seed(seed)
+    with strategy.scope():
+      model = tutorial_two_tower(np.unique(users), np.unique(items))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"user_id": users, "item_id": items}).shuffle(
+            100_000, seed=seed).batch(TUTORIAL_BATCH).take(
+                tutorial_batches).cache()
+    return _timed_epochs(model, dataset, epochs)
+
+  tutorial_rows = min(len(split.train), tutorial_batches * TUTORIAL_BATCH)
+  tutorial_epochs = stages.run("tutorial", train_tutorial,
+                               lambda r, _: tutorial_rows / r[-1])
+  return {"interactions": len(data), "users": data.num_users,
+          "items": data.num_items, "train_rows": len(split.train),
+          "generated_rows": len(generated.user), "replicas": replicas,
+          "gan_steps": config.gan.steps,
+          "devices": strategy.num_replicas_in_sync, "epochs": epochs,
+          "tfrs_epoch_seconds": tfrs_epochs,
+          "tutorial_epoch_seconds": tutorial_epochs,
+          "tutorial_rows_per_epoch": tutorial_rows,
+          "tfrs_batch_size": config.train.batch_size,
+          "stages": stages.rows}
+
+
+def run_in_subprocess(size: int, replicas: int, args) -> dict:
+  """Runs the stages in a fresh process, sampling its memory from here (a
+  sampling thread inside it would compete with its training loop for the
+  GIL, which slowed the GAN 2.4x)."""
+  with tempfile.NamedTemporaryFile(suffix=".json") as out:
+    command = [sys.executable, os.path.abspath(__file__), "--worker",
+               "--sizes", str(size), "--replicas", str(replicas),
+               "--epochs", str(args.epochs), "--seed", str(args.seed),
+               "--tutorial-batches", str(args.tutorial_batches),
+               "--gan-steps", str(args.gan_steps),
+               "--output", out.name]
+    print(f"{size:,} interactions, {replicas} replica(s):", flush=True)
+    process = subprocess.Popen(command)  # pylint: disable=consider-using-with
+    samples = []
+    while process.poll() is None:
+      try:
+        samples.append((time.time(), rss_bytes(process.pid)))
+      except (FileNotFoundError, ProcessLookupError):
+        break
+      time.sleep(0.05)
+    if process.wait():
+      raise SystemExit(f"the {size:,}-interaction run failed (exit code "
+                       f"{process.returncode}); see its output above.")
+    with open(out.name, encoding="utf-8") as handle:
+      run = json.load(handle)
+  for row in run["stages"]:
+    during = [rss for at, rss in samples
+              if row["started"] <= at <= row["ended"]]
+    row["peak_rss_gib"] = max(during or [0]) / 2**30
+  return run
+
+
+def growth_exponents(runs: list) -> dict:
+  """Per replica count and stage: b in time ~ interactions^b between the
+  two largest sizes (1 = linear). TFRS counts one epoch (runs may differ in
+  epochs); the tutorial, capped at --tutorial-batches, is left out."""
+  exponents = {}
+  for replicas in sorted({r["replicas"] for r in runs}):
+    mine = sorted((r for r in runs if r["replicas"] == replicas),
+                  key=lambda r: r["interactions"])
+    if len(mine) < 2:
+      continue
+    small, large = mine[-2], mine[-1]
+    ratio = large["interactions"] / small["interactions"]
+    seconds = lambda run: {**{s["stage"]: s["seconds"] for s in run["stages"]},
+                           "tfrs": run["tfrs_epoch_seconds"][-1]}
+    exponents[replicas] = {
+        stage: float(np.log(seconds(large)[stage] / seconds(small)[stage]) /
+                     np.log(ratio)) for stage in STAGES if stage != "tutorial"}
+  return exponents
+
+
+def print_table(runs: list) -> None:
+  print("| interactions | users | items | replicas | stage | seconds | "
+        "examples/s | peak RSS GiB |\n|---:|---:|---:|---:|---|---:|---:|---:|")
+  for run in runs:
+    for row in run["stages"]:
+      rate = row.get("examples_per_second")
+      print(f"| {run['interactions']:,} | {run['users']:,} | "
+            f"{run['items']:,} | {run['replicas']} | {row['stage']} | "
+            f"{row['seconds']:.1f} | {f'{rate:,.0f}' if rate else ''} | "
+            f"{row['peak_rss_gib']:.2f} |")
+
+
+def plot(runs: list, path: str) -> bool:
+  """Log-log time and peak memory per stage against interactions."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("matplotlib is not installed (pip install -e '.[bench]'): "
+          "no PNG drawn")
+    return False
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, (time_axis, memory_axis) = pyplot.subplots(1, 2, figsize=(11, 4.5))
+  for replicas in sorted({r["replicas"] for r in runs}):
+    mine = sorted((r for r in runs if r["replicas"] == replicas),
+                  key=lambda r: r["interactions"])
+    sizes = [r["interactions"] for r in mine]
+    style = "-" if replicas == 1 else "--"
+    for stage in STAGES:
+      rows = [next(s for s in r["stages"] if s["stage"] == stage)
+              for r in mine]
+      label = f"{stage} ({replicas} replica{'s' if replicas > 1 else ''})"
+      time_axis.plot(sizes, [s["seconds"] for s in rows], style, marker="o",
+                     label=label)
+      memory_axis.plot(sizes, [s["peak_rss_gib"] for s in rows], style,
+                       marker="o", label=label)
+  for axis, title in ((time_axis, "wall time (s)"),
+                      (memory_axis, "peak resident memory (GiB)")):
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("interactions")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+  time_axis.legend(fontsize=7, ncol=2)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  print(f"wrote {path}")
+  return True
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", type=int, nargs="+",
+                      default=[100_000, 1_000_000, 10_000_000],
+                      help="interactions of each synthetic dataset")
+  parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2],
+                      help="MirroredStrategy replicas (logical CPU devices)")
+  parser.add_argument("--epochs", type=int, default=2,
+                      help="TFRS and tutorial epochs (throughput is the "
+                           "last epoch's)")
+  parser.add_argument("--tutorial-batches", type=int, default=100,
+                      help="batches of 8192 rows per epoch of the tutorial "
+                           "model (its throughput needs no more)")
+  parser.add_argument("--gan-steps", type=int, default=0,
+                      help="GAN steps (default: the package's, 1000)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--output", default=os.path.join(
+      HERE, "results", "training.json"))
+  parser.add_argument("--append", action="store_true",
+                      help="keep the runs already in --output (a run of the "
+                           "same size and replicas is replaced)")
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    result = worker(args.sizes[0], args.replicas[0], args.epochs, args.seed,
+                    args.tutorial_batches, args.gan_steps)
+    with open(args.output, "w", encoding="utf-8") as handle:
+      json.dump(result, handle)
+    return 0
+  runs = {}
+  if args.append and os.path.exists(args.output):
+    with open(args.output, encoding="utf-8") as handle:
+      runs = {(r["size"], r["replicas"]): r for r in json.load(handle)["runs"]}
+  for size in args.sizes:
+    for replicas in args.replicas:
+      runs[size, replicas] = dict(run_in_subprocess(size, replicas, args),
+                                  size=size)
+  runs = [runs[key] for key in sorted(runs)]
+  print_table(runs)
+  exponents = growth_exponents(runs)
+  for replicas, by_stage in exponents.items():
+    print(f"time growth exponent between the two largest sizes, {replicas} "
+          f"replica(s): " + ", ".join(f"{k} {v:.2f}"
+                                      for k, v in by_stage.items()))
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  with open(args.output, "w", encoding="utf-8") as handle:
+    json.dump({"machine": {"cpus": os.cpu_count(),
+                           "python": platform.python_version()},
+               "runs": runs, "growth_exponents": exponents}, handle, indent=2)
+  print(f"wrote {args.output}")
+  plot(runs, os.path.splitext(args.output)[0] + ".png")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
