@@ -8,7 +8,10 @@ process (the CPU is split into that many logical devices before TensorFlow
 initialises, and peak memory is the process's own) that runs the stages of
 `python -m tfgan_rec.train --augment gan` on seeded synthetic data:
 
-- data: generate, encode and split the interactions;
+- synthetic: generate the seeded synthetic interactions (a stand-in for
+  reading a user's logs; it samples each user's items over the whole
+  catalogue, so it grows with users x items);
+- data: encode and split them, as for any source;
 - gan: train the GAN for its configured steps (MirroredStrategy over the
   logical devices);
 - augmentation: generate interactions for the sparse users;
@@ -40,7 +43,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TUTORIAL_BATCH = 8192
-STAGES = ("data", "gan", "augmentation", "tfrs", "export", "tutorial")
+STAGES = ("synthetic", "data", "gan", "augmentation", "tfrs", "export", "tutorial")
 
 
 def rss_bytes(pid: int) -> int:
@@ -123,13 +126,19 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
 
   trainer_lib.use_logical_cpus(replicas)
   strategy = trainer_lib.make_strategy()
+  # For Keras fit: embedding gradients are IndexedSlices of a different
+  # length on each replica, which the default collective all-reduce rejects.
+  keras_strategy = tf.distribute.MirroredStrategy(
+      cross_device_ops=tf.distribute.ReductionToOneDevice())
   config = config_lib.RunConfig(seed=seed)
   config.data.dataset, config.data.synthetic_interactions = "synthetic", size
   config.gan.steps = gan_steps or config.gan.steps
   stages = Stages()
 
-  prepared = stages.run("data",
-                        lambda: data_lib.prepare(config.data, config.seed))
+  interactions = stages.run("synthetic", lambda: data_lib.load_interactions(
+      config.data, config.seed))
+  prepared = stages.run("data", lambda: data_lib.prepare_interactions(
+      interactions, config.data, config.seed))
   data, split = prepared.data, prepared.split
   train_rows = training.TrainingRows.real(data, split.train)
   trainer = stages.run(
@@ -143,7 +152,7 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
 
   def train_tfrs():
     tf.keras.utils.set_random_seed(seed)
-    with strategy.scope():
+    with keras_strategy.scope():
       model = training.build_model(config, data, rows)
     dataset = training.make_dataset(rows, config.train.batch_size, seed)
     return model, _timed_epochs(model, dataset, epochs)
@@ -158,7 +167,7 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
     users = data.user_ids[data.user[split.train] - 1].astype(str)
     items = data.item_ids[data.item[split.train] - 1].astype(str)
     tf.keras.utils.set_random_seed(seed)
-    with strategy.scope():
+    with keras_strategy.scope():
       model = tutorial_two_tower(np.unique(users), np.unique(items))
     dataset = tf.data.Dataset.from_tensor_slices(
         {"user_id": users, "item_id": items}).shuffle(

@@ -24,8 +24,12 @@ def small_trainer(prepared):
   return trainer
 
 
-def test_generated_rows_target_sparse_users_only(prepared, small_trainer):
+@pytest.mark.parametrize("users_per_chunk", [augment.USERS_PER_CHUNK, 3])
+def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
+                                                 users_per_chunk,
+                                                 monkeypatch):
   _, ready = prepared
+  monkeypatch.setattr(augment, "USERS_PER_CHUNK", users_per_chunk)
   rows = training.TrainingRows.real(ready.data, ready.split.fit)
   config = AugmentConfig(threshold=6, items_per_user=4, weight=0.25)
   generated = augment.augment(small_trainer, rows, ready.data, config)

@@ -63,9 +63,10 @@ def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
                               data.user_features)
   m = min(config.items_per_user, num_items)
   # Chunks of users keep the [users, catalogue] score matrix small.
+  rng = trainer.noise_source()
   top = np.concatenate([
       _top_unseen(trainer, history, targets[start:start + USERS_PER_CHUNK],
-                  config.samples, m)
+                  config.samples, m, rng)
       for start in range(0, len(targets), USERS_PER_CHUNK)])
   user = np.repeat(targets, m).astype(np.int32)
   item = top.ravel().astype(np.int32)
@@ -77,9 +78,9 @@ def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
 
 
 def _top_unseen(trainer: GANTrainer, history: GANData, users: np.ndarray,
-                samples: int, m: int) -> np.ndarray:
+                samples: int, m: int, rng) -> np.ndarray:
   """[len(users), m]: each user's m best generated items not in `history`."""
-  scores = trainer.generate(users, samples, history=history)
+  scores = trainer.generate(users, samples, history=history, rng=rng)
   scores[:, 0] = -np.inf
   seen_rows, seen_cols = _seen(history, users)
   scores[seen_rows, seen_cols] = -np.inf

@@ -60,7 +60,13 @@ def load_interactions(config: DataConfig, seed: int) -> Interactions:
 
 def prepare(config: DataConfig, seed: int) -> Prepared:
   """Loads, encodes and splits the data; `seed` fixes the sparse users."""
-  data = encode(load_interactions(config, seed), config.feature_kinds)
+  return prepare_interactions(load_interactions(config, seed), config, seed)
+
+
+def prepare_interactions(interactions: Interactions, config: DataConfig,
+                         seed: int) -> Prepared:
+  """Encodes and splits loaded `interactions` as `prepare` does."""
+  data = encode(interactions, config.feature_kinds)
   if len(data) < 2:
     raise InputError("need at least two interactions to split into train and "
                      "test.")

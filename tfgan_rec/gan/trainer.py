@@ -305,16 +305,22 @@ class GANTrainer:
 
   # --- sampling --------------------------------------------------------------
 
+  def noise_source(self) -> tf.random.Generator:
+    """The seeded noise `generate` draws from by default."""
+    return tf.random.Generator.from_seed(self.seed + 7)
+
   def generate(self, users: np.ndarray, samples: int = 4,
                history: Optional[GANData] = None,
-               batch_size: int = 1024) -> np.ndarray:
+               batch_size: int = 1024,
+               rng: Optional[tf.random.Generator] = None) -> np.ndarray:
     """Mean generated scores [len(users), num_items + 1] over `samples`
     noise draws, conditioned on each user's features and full history (the
-    training data's, or `history`'s)."""
+    training data's, or `history`'s). Pass one `rng` to calls over chunks
+    of users so the chunks draw different noise."""
     out = []
     values = tf.constant(history.seen_items) if history else self.seen_values
     splits = tf.constant(history.seen_splits) if history else self.seen_splits
-    rng = tf.random.Generator.from_seed(self.seed + 7)
+    rng = rng or self.noise_source()
     for start in range(0, len(users), batch_size):
       batch = tf.constant(users[start:start + batch_size], tf.int32)
       real = dense_rows(values, splits, batch, self.width)
