@@ -175,31 +175,21 @@ class GANTrainer:
         "mix": tf.random.stateless_uniform([size, 1], seed(4)),
     }
 
-  def _dataset(self, start: int, stop: int):
-    """Per-replica slices of each step's global batch, for
-    `distribute_datasets_from_function` (which deals a pipeline's elements to
-    its replicas in turn)."""
-    replicas = self.strategy.num_replicas_in_sync
-    if self.config.batch_size % replicas:
-      raise ValueError(f"GAN batch size {self.config.batch_size} must divide "
-                       f"by the {replicas} replicas.")
-    per_replica = self.config.batch_size // replicas
+  def _replica_batch(self):
+    """This replica's rows of the current step's global batch.
 
-    def dataset_fn(context: tf.distribute.InputContext):
-      local = replicas // context.num_input_pipelines
-      first = context.input_pipeline_id * local
-
-      def slices(step):
-        # [local replicas, per-replica batch, ...], dealt out in order.
-        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
-            lambda t: tf.reshape(
-                t[first * per_replica:(first + local) * per_replica],
-                tf.concat([[local, per_replica], tf.shape(t)[1:]], 0)),
-            self._global_batch(step)))
-
-      return tf.data.Dataset.range(start, stop).flat_map(slices).prefetch(2)
-
-    return self.strategy.distribute_datasets_from_function(dataset_fn)
+    Every replica draws the whole global batch (cheap next to the step) and
+    keeps its own slice, so 1 or N replicas, on one or several workers, train
+    on the same examples. No distributed tf.data iterator is used: iterating
+    one left glibc returning the memory of every later op to the OS (19K
+    page faults per TFRS train step, 2-4x slower training in the same
+    process).
+    """
+    context = tf.distribute.get_replica_context()
+    per_replica = self.config.batch_size // context.num_replicas_in_sync
+    first = context.replica_id_in_sync_group * per_replica
+    return tf.nest.map_structure(lambda t: t[first:first + per_replica],
+                                 self._global_batch(self.step.read_value()))
 
   # --- the step --------------------------------------------------------------
 
@@ -211,8 +201,8 @@ class GANTrainer:
     optimizer.apply_gradients(zip(grads, model.trainable_variables),
                               experimental_aggregate_gradients=False)
 
-  def _replica_step(self, batch):
-    cfg = self.config
+  def _replica_step(self):
+    cfg, batch = self.config, self._replica_batch()
     d_loss_fn, g_loss_fn = losses.LOSSES[cfg.loss]
     average = lambda x: tf.nn.compute_average_loss(
         x, global_batch_size=cfg.batch_size)
@@ -250,9 +240,9 @@ class GANTrainer:
             "d_fake": average(tf.sigmoid(fake_logits)),
             "diversity": average(diversity(fake))}
 
-  def _distributed_step(self, iterator):
+  def _distributed_step(self):
     self.trace_count += 1  # Python side effect: runs once per trace.
-    per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+    per_replica = self.strategy.run(self._replica_step)
     metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, None)
                for k, v in per_replica.items()}
     self.step.assign_add(1)
@@ -265,12 +255,15 @@ class GANTrainer:
             ) -> Dict[str, float]:
     """Trains until `steps` (default config.steps) in total; returns the last
     step's metrics. `after_step(step)` is a hook (tests inject faults)."""
+    replicas = self.strategy.num_replicas_in_sync
+    if self.config.batch_size % replicas:
+      raise ValueError(f"GAN batch size {self.config.batch_size} must divide "
+                       f"by the {replicas} replicas.")
     stop = steps or self.config.steps
     start = int(self.step.numpy())
-    iterator = iter(self._dataset(start, stop))
     metrics = {}
     for step in range(start + 1, stop + 1):
-      metrics = {k: float(v) for k, v in self._train_step(iterator).items()}
+      metrics = {k: float(v) for k, v in self._train_step().items()}
       self._guard(step, metrics)
       if after_step:
         after_step(step)
