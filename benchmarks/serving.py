@@ -12,8 +12,8 @@ catalogue, training items excluded) and `recommend/serving_default`
 (retrieve 100, re-rank, return 20) at batch 1 and 64. The TFRS
 `BruteForce` layer called directly on the same embeddings (no exclusion)
 is the reference, and a bare numpy product with the index is the floor
-(it only reads the index once; exact search cannot be faster). ScaNN is timed where its TF ops load, with its
-recall@100 against exact search.
+(it only reads the index once; exact search cannot be faster). ScaNN is
+timed where its TF ops load, with its recall@100 against exact search.
 
 Prints a table and writes JSON (default benchmarks/results/serving.json).
 """

@@ -50,15 +50,10 @@ def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
   assert len(combined.user) == len(rows.user) + len(generated.user)
 
 
-def test_top_unseen_holds_only_its_m_columns(prepared, small_trainer):
-  _, ready = prepared
-  data = ready.data
-  history = gan_trainer.GANData.from_rows(
-      data.user[ready.split.fit], data.item[ready.split.fit], data.num_users,
-      data.num_items, data.user_features)
+def test_top_unseen_holds_only_its_m_columns(small_trainer):
   users = np.arange(1, 11)
-  top = augment._top_unseen(small_trainer, history, users, samples=1, m=3,
-                            rng=small_trainer.noise_source())
+  top = augment._top_unseen(small_trainer, small_trainer.data, users,
+                            samples=1, m=3, rng=small_trainer.noise_source())
   assert top.shape == (10, 3)
   # Not a view into the [users, catalogue] partition, which chunking frees.
   assert top.base is None or top.base.nbytes == top.nbytes

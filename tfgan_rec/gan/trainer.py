@@ -180,10 +180,10 @@ class GANTrainer:
 
     Every replica draws the whole global batch (cheap next to the step) and
     keeps its own slice, so 1 or N replicas, on one or several workers, train
-    on the same examples. No distributed tf.data iterator is used: iterating
-    one left glibc returning the memory of every later op to the OS (19K
-    page faults per TFRS train step, 2-4x slower training in the same
-    process).
+    on the same examples. No distributed tf.data iterator is used: after
+    iterating one, every later op of the process page-faulted its memory
+    afresh (19K minor faults per TFRS train step, 2-4x slower training in
+    the same process; the cause inside TF was not pinned down).
     """
     context = tf.distribute.get_replica_context()
     per_replica = self.config.batch_size // context.num_replicas_in_sync
