@@ -9,6 +9,10 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's pooling CPU allocator: with the default one, every tensor above
+# malloc's mmap threshold is mapped and unmapped per op, and large batches
+# spend more time page-faulting than computing (benchmarks/README.md).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 if "tensorflow" in sys.modules and os.environ["TF_USE_LEGACY_KERAS"] != "1":
   raise ImportError(

@@ -39,7 +39,7 @@ class TwoStageModel(tfrs.Model):
   negatives (mixed negative sampling) so rare items are pushed down too.
 
   >>> model = TwoStageModel(config, encoded, history, item_counts)  # doctest: +SKIP
-  >>> model.compile(tf.keras.optimizers.Adam(3e-3)); model.fit(batches)  # doctest: +SKIP
+  >>> model.compile(optimizers.LazyAdam(3e-3)); model.fit(batches)  # doctest: +SKIP
   """
 
   def __init__(self, config: ModelConfig, data: EncodedData,

@@ -13,6 +13,7 @@ from tfgan_rec import evaluate
 from tfgan_rec.config import RunConfig
 from tfgan_rec.data.dataset import EncodedData
 from tfgan_rec.recommender.model import TwoStageModel, history_table
+from tfgan_rec.recommender.optimizers import LazyAdam
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def build_model(config: RunConfig, data: EncodedData,
                        minlength=data.num_items + 1)
   rating_mean = np.average(rows.rating, weights=rows.weight)
   model = TwoStageModel(config.model, data, history, counts, rating_mean)
-  model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
+  model.compile(optimizer=LazyAdam(config.train.learning_rate))
   return model
 
 
