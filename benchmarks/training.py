@@ -16,7 +16,8 @@ initialises, and peak memory is the process's own) that runs the stages of
   logical devices);
 - augmentation: generate interactions for the sparse users;
 - tfrs: train the two-stage model on real + generated rows for `--epochs`
-  epochs (built under the same MirroredStrategy);
+  epochs (with 2+ replicas under a MirroredStrategy; with 1, without a
+  strategy, as `python -m tfgan_rec.train` trains it);
 - export: write the retrieval, ranking and recommend SavedModels;
 - tutorial: the TFRS tutorial's two-tower model (string IDs through
   StringLookup, 32-dim embeddings, in-batch softmax, batch 8192, Adagrad)
@@ -128,8 +129,10 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
   strategy = trainer_lib.make_strategy()
   # For Keras fit: embedding gradients are IndexedSlices of a different
   # length on each replica, which the default collective all-reduce rejects.
-  keras_strategy = tf.distribute.MirroredStrategy(
-      cross_device_ops=tf.distribute.ReductionToOneDevice())
+  # One replica trains as `python -m tfgan_rec.train` does, without a strategy.
+  keras_strategy = (tf.distribute.MirroredStrategy(
+      cross_device_ops=tf.distribute.ReductionToOneDevice()) if replicas > 1
+                    else tf.distribute.get_strategy())
   config = config_lib.RunConfig(seed=seed)
   config.data.dataset, config.data.synthetic_interactions = "synthetic", size
   config.gan.steps = gan_steps or config.gan.steps

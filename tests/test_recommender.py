@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tfgan_rec import baselines, evaluate
 from tfgan_rec.recommender import model as model_lib
+from tfgan_rec.recommender import towers
 from tfgan_rec.recommender import training
 
 
@@ -72,3 +73,19 @@ def test_train_step_does_not_retrace_after_its_first_call(prepared):
   model.fit(dataset, epochs=2, verbose=0)
   model.fit(dataset, epochs=1, verbose=0)
   assert model.train_function.experimental_get_tracing_count() == traces
+
+
+def test_pooled_embedding_is_the_mean_of_present_ids_with_a_dense_gradient():
+  layer = towers.PooledEmbedding(6, 3)
+  bags = tf.constant([[1, 2, 0, 2], [0, 0, 0, 0], [5, 0, 0, 0]])
+  with tf.GradientTape() as tape:
+    pooled = layer(bags)
+    loss = tf.reduce_sum(pooled)
+  table = layer.embeddings.numpy()
+  expected = [(table[1] + 2 * table[2]) / 3, np.zeros(3), table[5]]
+  np.testing.assert_allclose(pooled.numpy(), expected, rtol=1e-6, atol=1e-7)
+  gradient = tape.gradient(loss, layer.embeddings)
+  # One dense row per id, not one slice per position.
+  assert isinstance(gradient, tf.Tensor)
+  np.testing.assert_allclose(gradient.numpy()[:, 0],
+                             [0, 1 / 3, 2 / 3, 0, 0, 1], rtol=1e-6)

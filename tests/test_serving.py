@@ -59,7 +59,8 @@ def test_unknown_user_gets_popular_candidates(exported):
   out = loaded["recommend"].signatures["serving_default"](
       user_id=tf.constant(["stranger"]), k=tf.constant([10], tf.int32))
   counts = np.asarray(ready.train.sum(axis=0)).ravel()[1:]
-  popular = set(ready.data.item_ids[np.argsort(-counts)[:100]])
+  # Items tied with the 100th most popular may be retrieved in its place.
+  popular = set(ready.data.item_ids[counts >= np.sort(counts)[-100]])
   assert set(out["item_ids"].numpy()[0].astype(str)) <= popular
 
 

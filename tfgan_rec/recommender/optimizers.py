@@ -6,10 +6,10 @@ class LazyAdam(tf.keras.optimizers.Adam):
   """Adam that, for sparse gradients, updates only the rows a batch touched.
 
   Keras' Adam decays the moments of every row of an embedding table on every
-  step, even when the gradient is `tf.IndexedSlices`: about twenty passes
-  over each whole table per step. With 250,000 users that made a training
-  step 3x slower than with 2,500 users, and training time grow faster than
-  the data. Here a step costs the rows in the batch, as in TF Addons'
+  step, even when the gradient is `tf.IndexedSlices`: several passes over
+  each whole table and its two moment tables per step. With 250,000 users
+  (10M interactions) a training step took 343 ms against 49 ms with this
+  optimizer. Here a step costs the rows in the batch, as in TF Addons'
   LazyAdam: rows absent from a batch keep their moments until they next
   appear (a batch that touches every row gets exactly Adam's update). Dense
   gradients get the ordinary Adam update.

@@ -9,7 +9,7 @@ from tfgan_rec.data import features as features_lib
 class FeatureEncoder(tf.keras.layers.Layer):
   """Embeds a dict of encoded features (see `data.features`) into one vector.
 
-  Categorical features get an embedding, token bags a masked mean of token
+  Categorical features get an embedding, token bags the mean of their token
   embeddings, numeric features pass through.
 
   >>> specs = [features_lib.FeatureSpec("gender", "categorical", 3)]
@@ -22,8 +22,9 @@ class FeatureEncoder(tf.keras.layers.Layer):
     super().__init__(**kwargs)
     self.specs = list(specs)
     self.embeddings = {
-        spec.name: tf.keras.layers.Embedding(spec.vocab_size, dim,
-                                             name=f"{spec.name}_embedding")
+        spec.name: (tf.keras.layers.Embedding if spec.kind ==
+                    features_lib.CATEGORICAL else PooledEmbedding)(
+                        spec.vocab_size, dim, name=f"{spec.name}_embedding")
         for spec in self.specs if spec.kind != features_lib.NUMERIC}
 
   def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -32,18 +33,46 @@ class FeatureEncoder(tf.keras.layers.Layer):
       value = features[spec.name]
       if spec.kind == features_lib.NUMERIC:
         parts.append(tf.cast(value, tf.float32)[:, None])
-      elif spec.kind == features_lib.CATEGORICAL:
-        parts.append(self.embeddings[spec.name](value))
       else:
-        parts.append(masked_mean(self.embeddings[spec.name](value), value > 0))
+        parts.append(self.embeddings[spec.name](value))
     return tf.concat(parts, axis=-1)
 
 
-def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """Mean of values[:, j] over positions j where mask is true (0 if none)."""
-  weights = tf.cast(mask, values.dtype)[..., None]
-  total = tf.reduce_sum(values * weights, axis=-2)
-  return total / tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0)
+class PooledEmbedding(tf.keras.layers.Layer):
+  """Per row, the mean embedding of a bag of ids (0 pads; an empty bag is 0).
+
+  Computed as a sparse [rows, vocabulary] x [vocabulary, dim] matmul, whose
+  gradient is one dense [vocabulary, dim] tensor. Gathering [rows, length,
+  dim] embeddings instead gives a gradient slice per position (51,200 for a
+  batch of 512 100-item histories) that the optimizer has to sum by id every
+  step, which took a quarter of a training step.
+
+  >>> PooledEmbedding(10, 4)(tf.constant([[1, 2, 0], [0, 0, 0]])).shape
+  TensorShape([2, 4])
+  """
+
+  def __init__(self, vocabulary_size: int, dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.vocabulary_size, self.dim = vocabulary_size, dim
+
+  def build(self, input_shape):
+    # The initializer of tf.keras.layers.Embedding.
+    self.embeddings = self.add_weight(
+        "embeddings", [self.vocabulary_size, self.dim],
+        initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
+    super().build(input_shape)
+
+  def call(self, ids: tf.Tensor) -> tf.Tensor:
+    ids = tf.cast(ids, tf.int64)
+    present = ids > 0
+    positions = tf.where(present)
+    counts = tf.reduce_sum(tf.cast(present, tf.float32), axis=1)
+    bags = tf.sparse.SparseTensor(
+        tf.stack([positions[:, 0], tf.gather_nd(ids, positions)], axis=1),
+        tf.gather(1.0 / tf.maximum(counts, 1.0), positions[:, 0]),
+        tf.stack([tf.shape(ids, out_type=tf.int64)[0],
+                  tf.constant(self.vocabulary_size, tf.int64)]))
+    return tf.sparse.sparse_dense_matmul(bags, self.embeddings)
 
 
 def mlp(units: Sequence[int], output_dim: int, name: str,
@@ -97,15 +126,13 @@ class QueryTower(tf.keras.layers.Layer):
                feature_dim: int, hidden: Sequence[int], **kwargs):
     super().__init__(**kwargs)
     self.id_embedding = tf.keras.layers.Embedding(num_users + 1, embedding_dim)
-    self.history_embedding = tf.keras.layers.Embedding(num_items + 1,
-                                                       embedding_dim)
+    self.history_embedding = PooledEmbedding(num_items + 1, embedding_dim)
     self.features = FeatureEncoder(specs, feature_dim)
     self.projection = mlp(hidden, embedding_dim, "query_mlp")
 
   def call(self, user: tf.Tensor, user_features: Dict[str, tf.Tensor],
            history: tf.Tensor) -> tf.Tensor:
-    pooled = masked_mean(self.history_embedding(history), history > 0)
-    parts = [self.id_embedding(user), pooled]
+    parts = [self.id_embedding(user), self.history_embedding(history)]
     if self.features.specs:
       parts.append(self.features(user_features))
     return tf.math.l2_normalize(self.projection(tf.concat(parts, -1)), -1)
