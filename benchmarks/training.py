@@ -273,14 +273,16 @@ def plot(runs: list, path: str) -> bool:
                   key=lambda r: r["interactions"])
     sizes = [r["interactions"] for r in mine]
     style = "-" if replicas == 1 else "--"
-    for stage in STAGES:
+    for colour, stage in enumerate(STAGES):
       rows = [next(s for s in r["stages"] if s["stage"] == stage)
               for r in mine]
-      label = f"{stage} ({replicas} replica{'s' if replicas > 1 else ''})"
-      time_axis.plot(sizes, [s["seconds"] for s in rows], style, marker="o",
-                     label=label)
+      # One colour per stage; the line style tells the replica count.
+      line = dict(color=f"C{colour}", marker="o",
+                  label=f"{stage} ({replicas} replica"
+                  f"{'s' if replicas > 1 else ''})")
+      time_axis.plot(sizes, [s["seconds"] for s in rows], style, **line)
       memory_axis.plot(sizes, [s["peak_rss_gib"] for s in rows], style,
-                       marker="o", label=label)
+                       **line)
   for axis, title in ((time_axis, "wall time (s)"),
                       (memory_axis, "peak resident memory (GiB)")):
     axis.set_xscale("log")
