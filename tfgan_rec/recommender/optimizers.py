@@ -35,7 +35,7 @@ class LazyAdam(tf.keras.optimizers.Adam):
     alpha = (tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - beta_2_power) /
              (1 - beta_1_power))
     epsilon = self.epsilon
-    if getattr(self, "adaptive_epsilon", False):
+    if self.adaptive_epsilon:
       epsilon = epsilon * tf.sqrt(1 - beta_2_power)
     index = self._index_dict[self._var_key(variable)]
     m, v = self._momentums[index], self._velocities[index]

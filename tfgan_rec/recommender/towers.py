@@ -21,11 +21,9 @@ class FeatureEncoder(tf.keras.layers.Layer):
                **kwargs):
     super().__init__(**kwargs)
     self.specs = list(specs)
-    self.embeddings = {
-        spec.name: (tf.keras.layers.Embedding if spec.kind ==
-                    features_lib.CATEGORICAL else PooledEmbedding)(
-                        spec.vocab_size, dim, name=f"{spec.name}_embedding")
-        for spec in self.specs if spec.kind != features_lib.NUMERIC}
+    self.embeddings = {spec.name: _feature_embedding(spec, dim)
+                       for spec in self.specs
+                       if spec.kind != features_lib.NUMERIC}
 
   def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     parts = []
@@ -36,6 +34,14 @@ class FeatureEncoder(tf.keras.layers.Layer):
       else:
         parts.append(self.embeddings[spec.name](value))
     return tf.concat(parts, axis=-1)
+
+
+def _feature_embedding(spec: features_lib.FeatureSpec,
+                       dim: int) -> tf.keras.layers.Layer:
+  """One vector per categorical value; the mean vector of a token bag."""
+  layer = (tf.keras.layers.Embedding if spec.kind == features_lib.CATEGORICAL
+           else PooledEmbedding)
+  return layer(spec.vocab_size, dim, name=f"{spec.name}_embedding")
 
 
 class PooledEmbedding(tf.keras.layers.Layer):
@@ -59,10 +65,9 @@ class PooledEmbedding(tf.keras.layers.Layer):
     self.vocabulary_size, self.dim = vocabulary_size, dim
 
   def build(self, input_shape):
-    # The initializer of tf.keras.layers.Embedding.
+    # "uniform", as tf.keras.layers.Embedding.
     self.embeddings = self.add_weight(
-        "embeddings", [self.vocabulary_size, self.dim],
-        initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
+        "embeddings", [self.vocabulary_size, self.dim], initializer="uniform")
     super().build(input_shape)
 
   def call(self, ids: tf.Tensor) -> tf.Tensor:
