@@ -6,9 +6,8 @@ import pytest
 import tensorflow as tf
 
 from tfgan_rec import config as config_lib
-from tfgan_rec import data as data_lib
-from tfgan_rec import export as export_lib
-from tfgan_rec.recommender import training
+from tfgan_rec import pipeline
+from tfgan_rec import saved_models
 
 
 def small_config(**data_overrides) -> config_lib.RunConfig:
@@ -23,16 +22,14 @@ def small_config(**data_overrides) -> config_lib.RunConfig:
 @pytest.fixture(scope="session")
 def prepared():
   config = small_config()
-  return config, data_lib.prepare(config.data, config.seed)
+  return config, pipeline.prepare(config.data, config.seed)
 
 
 @pytest.fixture(scope="session")
 def trained(prepared):
   config, ready = prepared
-  split = ready.split
-  result = training.train_recommender(
-      config, ready.data, training.TrainingRows.real(ready.data, split.fit),
-      training.TrainingRows.real(ready.data, split.train), split.validation)
+  result = pipeline.train_recommender(config, ready, ready.examples("fit"),
+                                      ready.examples("train"))
   return config, ready, result
 
 
@@ -43,7 +40,7 @@ def serving_export(trained, tmp_path_factory):
   _, ready, result = trained
   data, train = ready.data, ready.split.train
   export_dir = str(tmp_path_factory.mktemp("serving"))
-  paths = export_lib.export_models(
+  paths = saved_models.export_models(
       result.model, data.user_ids, data.item_ids, data.user[train],
       data.item[train], export_dir, top_k=10,
       user_columns=data.user_features.columns)

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from tfgan_rec import cli
 from tfgan_rec import export as export_lib
-from tfgan_rec import train
+from tfgan_rec import saved_models, train
 
 TINY = ["--dataset", "synthetic", "--synthetic-interactions", "3000",
         "--epochs", "3", "--patience", "2"]
@@ -87,7 +88,7 @@ def test_flags_override_yaml(tmp_path):
                                          "seed": 3}))
   args = train.build_parser().parse_args(["--config", str(config_file),
                                           "--epochs", "2"])
-  config = train.resolve_config(args)
+  config = cli.resolve_config(args)
   assert (config.train.epochs, config.train.batch_size, config.seed) == (2, 64, 3)
 
 
@@ -141,3 +142,47 @@ def test_gan_checkpoints_need_resume(tmp_path, capsys):
                      "--no-export"])
   assert code == 2
   assert "pass --resume" in capsys.readouterr().err
+
+
+def test_every_setting_flag_maps_to_a_config_field():
+  table = cli.flag_table()
+  assert table["gan_steps"] == ("gan", "steps")
+  assert table["augment"] == ("augmentation", "source")
+  assert table["seed"] == (None, "seed")
+  args = train.build_parser().parse_args(
+      ["--augment", "gan", "--gan-steps", "7", "--no-refit", "--no-export"])
+  config = cli.resolve_config(args)
+  assert (config.augmentation.source, config.gan.steps, config.train.refit,
+          config.export.enabled) == ("gan", 7, False, False)
+
+
+def _write_ratings(path, rows):
+  path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(
+      ",".join(map(str, row)) for row in rows) + "\n")
+
+
+def test_production_fit_trains_on_everything_and_exports(tmp_path, capsys):
+  run_dir = tmp_path / "prod"
+  assert train.main([*TINY, "--test-fraction", "0", "--sparse-users", "0",
+                     "--run-dir", str(run_dir), "--export-dir",
+                     str(tmp_path / "export")]) == 0
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  assert metrics["data"]["test"] == 0
+  assert metrics["data"]["train"] == metrics["data"]["interactions"]
+  assert metrics["retrieval"] == {} and metrics["rmse"] == {}
+  assert any(r.get("refit") for r in metrics["history"])
+  assert "test report is skipped" in capsys.readouterr().err
+  assert "No test split" in (run_dir / "report.md").read_text()
+  for model in saved_models.MODEL_NAMES:
+    assert os.path.isfile(tmp_path / "export" / model / "1" / "saved_model.pb")
+
+
+def test_data_too_small_to_split_is_one_line_and_exit_2(tmp_path, capsys):
+  ratings = tmp_path / "tiny.csv"
+  _write_ratings(ratings, [("u1", "i1", 4, 1), ("u2", "i2", 3, 2)])
+  assert train.main(["--ratings", str(ratings), "--run-dir",
+                     str(tmp_path / "run")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and err.startswith("error: ")
+  assert "too small to split" in err and "--test-fraction 0" in err
+  assert not (tmp_path / "run").exists()

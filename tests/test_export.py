@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgan_rec import export as export_lib
+from tfgan_rec import saved_models
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def exported(trained, tmp_path_factory):
   config, ready, result = trained
   data, train = ready.data, ready.split.train
   export_dir = str(tmp_path_factory.mktemp("export"))
-  paths = export_lib.export_models(result.model, data.user_ids, data.item_ids,
+  paths = saved_models.export_models(result.model, data.user_ids, data.item_ids,
                                    data.user[train], data.item[train],
                                    export_dir, top_k=10,
                                    user_columns=data.user_features.columns)
@@ -27,7 +27,7 @@ def exported(trained, tmp_path_factory):
 def test_layout_is_versioned_for_tf_serving(exported):
   _, _, export_dir, paths = exported
   assert paths["retrieval"] == os.path.join(export_dir, "retrieval", "1")
-  for name in export_lib.MODEL_NAMES:
+  for name in saved_models.MODEL_NAMES:
     assert os.listdir(os.path.join(export_dir, name)) == ["1"]
     assert os.path.isfile(os.path.join(export_dir, name, "1", "saved_model.pb"))
 
@@ -43,7 +43,7 @@ def test_retrieval_excludes_training_items_and_matches_model(exported):
   item_index = {item: i + 1 for i, item in enumerate(data.item_ids)}
   for row, user in enumerate(users):
     recommended = [item_index[i.decode()] for i in out["item_ids"][row].numpy()]
-    seen = set(ready.train[user].indices)
+    seen = set(ready.matrices["train"][user].indices)
     assert not seen & set(recommended)
     scores = out["scores"][row].numpy()
     assert np.all(np.diff(scores) <= 1e-6)
@@ -59,7 +59,7 @@ def test_unknown_user_gets_popular_items(exported):
   ready, _, _, paths = exported
   serve = tf.saved_model.load(paths["retrieval"]).signatures["serving_default"]
   out = serve(user_id=tf.constant(["no-such-user"]))
-  counts = np.asarray(ready.train.sum(axis=0)).ravel()
+  counts = np.asarray(ready.matrices["train"].sum(axis=0)).ravel()
   most_popular = set(ready.data.item_ids[np.argsort(-counts[1:])[:10]])
   got = {i.decode() for i in out["item_ids"][0].numpy()}
   assert len(got & most_popular) >= 8  # ties at the cut-off may differ
@@ -84,14 +84,14 @@ def test_next_export_is_a_new_version_and_old_ones_pruned(exported):
   module.v = tf.Variable(1.0)
   sig = tf.function(lambda: {"x": module.v}, input_signature=[])
   for expected in (2, 3):
-    version = export_lib.next_version(export_dir)
+    version = saved_models.next_version(export_dir)
     assert version == expected
-    export_lib.save_version(module, {"serving_default": sig},
+    saved_models.save_version(module, {"serving_default": sig},
                             os.path.join(export_dir, "ranking"), version)
-  export_lib.prune(os.path.join(export_dir, "ranking"), keep=2)
-  assert export_lib.versions(os.path.join(export_dir, "ranking")) == [2, 3]
+  saved_models.prune(os.path.join(export_dir, "ranking"), keep=2)
+  assert saved_models.versions(os.path.join(export_dir, "ranking")) == [2, 3]
   with pytest.raises(FileExistsError):
-    export_lib.save_version(module, {"serving_default": sig},
+    saved_models.save_version(module, {"serving_default": sig},
                             os.path.join(export_dir, "ranking"), 3)
 
 
@@ -107,7 +107,7 @@ def test_failed_export_leaves_no_version(tmp_path, monkeypatch):
 
   monkeypatch.setattr(tf.saved_model, "save", half_written)
   with pytest.raises(KeyboardInterrupt):
-    export_lib.save_version(module, {"serving_default": sig}, str(tmp_path), 1)
+    saved_models.save_version(module, {"serving_default": sig}, str(tmp_path), 1)
   assert os.listdir(tmp_path) == []
 
 
@@ -115,7 +115,7 @@ _SLOW_EXPORT = """
 import sys, time
 import tfgan_rec
 import tensorflow as tf
-from tfgan_rec import export as export_lib
+from tfgan_rec import saved_models
 save = tf.saved_model.save
 def save_then_hang(obj, path, signatures=None):
   save(obj, path, signatures=signatures)
@@ -124,7 +124,7 @@ tf.saved_model.save = save_then_hang
 module = tf.Module()
 module.v = tf.Variable(1.0)
 sig = tf.function(lambda: {"x": module.v}, input_signature=[])
-export_lib.save_version(module, {"serving_default": sig}, sys.argv[1], 1)
+saved_models.save_version(module, {"serving_default": sig}, sys.argv[1], 1)
 """
 
 
@@ -140,11 +140,11 @@ def test_export_killed_halfway_is_never_visible(tmp_path):
   finally:
     child.send_signal(signal.SIGKILL)
     child.wait()
-  assert export_lib.versions(str(model_dir)) == []
+  assert saved_models.versions(str(model_dir)) == []
   assert [p.name for p in model_dir.iterdir()] == [
       f".tmp-1-{child.pid}"]  # hidden from TF Serving: not all digits
   module = tf.Module()
   module.v = tf.Variable(2.0)
   sig = tf.function(lambda: {"x": module.v}, input_signature=[])
-  export_lib.save_version(module, {"serving_default": sig}, str(model_dir), 1)
+  saved_models.save_version(module, {"serving_default": sig}, str(model_dir), 1)
   assert [p.name for p in model_dir.iterdir()] == ["1"]

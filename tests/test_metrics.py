@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from tfgan_rec import baselines, evaluate
+from tfgan_rec.data import interaction_matrix
 
 
 def matrix(pairs, users=3, items=6):
   pairs = np.array(pairs)
-  return evaluate.interaction_matrix(pairs[:, 0], pairs[:, 1], users, items)
+  return interaction_matrix(pairs[:, 0], pairs[:, 1], users, items)
 
 
 def test_top_k_excludes_training_and_padding():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgan_rec import export as export_lib
+from tfgan_rec import saved_models
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def item_index(ready):
 
 
 def seen_items(ready, users):
-  return {u: {ready.data.item_ids[i - 1] for i in ready.train[u].indices}
+  return {u: {ready.data.item_ids[i - 1] for i in ready.matrices["train"][u].indices}
           for u in users}
 
 
@@ -58,7 +58,7 @@ def test_unknown_user_gets_popular_candidates(exported):
   ready, _, loaded = exported
   out = loaded["recommend"].signatures["serving_default"](
       user_id=tf.constant(["stranger"]), k=tf.constant([10], tf.int32))
-  counts = np.asarray(ready.train.sum(axis=0)).ravel()[1:]
+  counts = np.asarray(ready.matrices["train"].sum(axis=0)).ravel()[1:]
   # Items tied with the 100th most popular may be retrieved in its place.
   popular = set(ready.data.item_ids[counts >= np.sort(counts)[-100]])
   assert set(out["item_ids"].numpy()[0].astype(str)) <= popular
@@ -177,7 +177,7 @@ def test_warmup_records_parse_and_replay(exported):
   _, paths, loaded = exported
   for name, path in paths.items():
     records = list(tf.data.TFRecordDataset(
-        os.path.join(path, export_lib.WARMUP_FILE)).as_numpy_iterator())
+        os.path.join(path, saved_models.WARMUP_FILE)).as_numpy_iterator())
     signatures = set()
     for record in records:
       log_record = prediction_log_pb2.PredictionLog.FromString(record)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from helpers import fake_serving, serving_protos
-from tfgan_rec import export as export_lib
+from tfgan_rec import saved_models
 
 SERVING = os.path.join(os.path.dirname(__file__), "..", "serving")
 REAL_SERVER = os.environ.get("TFGAN_REC_SERVING_URL")
@@ -39,7 +39,7 @@ def test_models_config_names_every_exported_model():
   config = text_format.Parse(_read("models.config"),
                              model_server_config_pb2.ModelServerConfig())
   models = config.model_config_list.config
-  assert [m.name for m in models] == list(export_lib.MODEL_NAMES)
+  assert [m.name for m in models] == list(saved_models.MODEL_NAMES)
   for model in models:
     assert model.base_path == f"/models/export/{model.name}"
     assert model.model_platform == "tensorflow"
@@ -197,7 +197,7 @@ def _metadata(model):
 
 @real_server
 def test_real_server_serves_every_model_and_signature():
-  for model in export_lib.MODEL_NAMES:
+  for model in saved_models.MODEL_NAMES:
     assert "serving_default" in _metadata(model)
   assert {"recommend_for_features", "recommend_group"} <= set(
       _metadata("recommend"))

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from tfgan_rec import train, tune
+from tfgan_rec import pipeline, train, tune
 
 DATA = ["--dataset", "synthetic", "--synthetic-interactions", "3000",
         "--patience", "1", "--seed", "3"]
@@ -33,7 +33,7 @@ def test_search_resumes_and_best_config_reproduces(tmp_path, capsys):
   assert train.main(["--config", str(project / "best_config.yaml"),
                      "--run-dir", str(run_dir), "--no-export"]) == 0
   metrics = json.loads((run_dir / "metrics.json").read_text())
-  reproduced = tune.best_validation(metrics["history"], 20)
+  reproduced = pipeline.best_validation(metrics["history"], 20)
   assert abs(reproduced - summary["best_score"]) < 1e-6
 
 

@@ -13,17 +13,18 @@ import numpy as np
 from scipy import sparse
 
 from tfgan_rec import evaluate
+from tfgan_rec.data import interaction_matrix
 
 log = logging.getLogger(__name__)
 
 EASE_MAX_ITEMS = 30_000  # X'X is items x items and dense.
+EASE_DEFAULT_L2 = 500.0  # lambda when there is no validation split to tune it
 
 
 class MostPopular:
   """Scores items by their training interaction count.
 
-  >>> train = evaluate.interaction_matrix(np.array([1, 2]), np.array([1, 1]),
-  ...                                     2, 2)
+  >>> train = interaction_matrix(np.array([1, 2]), np.array([1, 1]), 2, 2)
   >>> MostPopular(train).scores(np.array([1]))[0].tolist()
   [0.0, 2.0, 0.0]
   """
@@ -38,7 +39,7 @@ class MostPopular:
 class EASE:
   """Embarrassingly Shallow Autoencoder; `l2` is lambda."""
 
-  def __init__(self, train: sparse.csr_matrix, l2: float = 500.0):
+  def __init__(self, train: sparse.csr_matrix, l2: float = EASE_DEFAULT_L2):
     if train.shape[1] > EASE_MAX_ITEMS:
       raise ValueError(f"EASE needs a dense {train.shape[1]}^2 matrix; over "
                        f"{EASE_MAX_ITEMS} items it is skipped.")

@@ -1,8 +1,17 @@
-"""Run configuration as dataclasses, filled by the CLI, YAML files and the tuner.
+"""Run settings as dataclasses: one place to add a setting.
+
+Each section (data, model, train, eval, export, gan, item_gan, augmentation)
+is a dataclass; a field declared with `setting(default, help)` is also a
+command-line flag (`--<flag>`, named after the field unless `flag=` says
+otherwise), so the CLI, YAML files and the tuner all read the same fields.
 
 Precedence: dataclass defaults < `--config FILE.yaml` < command-line flags.
-The YAML file has one mapping per section (data, model, train, eval, export),
-the same shape `to_dict` writes to each run's `config.yaml`.
+The YAML file has one mapping per section, the shape `to_dict` writes to each
+run's `config.yaml`:
+
+>>> config = update(RunConfig(), {"train": {"epochs": 3}}, "example.yaml")
+>>> config.train.epochs, RunConfig().to_dict()["data"]["sparse_keep"]
+(3, 5)
 """
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
@@ -11,29 +20,55 @@ import yaml
 
 from tfgan_rec.errors import InputError
 
+AUGMENTATION_SOURCES = ("none", "gan")
+DATASETS = ("movielens", "csv", "synthetic")
+
+
+def setting(default, help: str, flag: Optional[str] = None,  # noqa: A002
+            choices: Optional[Tuple[str, ...]] = None):
+  """A dataclass field that is also a command-line flag."""
+  metadata = {"help": help, "flag": flag, "choices": choices}
+  if isinstance(default, (dict, list)):
+    return dataclasses.field(default_factory=lambda: type(default)(default),
+                             metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
 
 @dataclasses.dataclass
 class DataConfig:
   """Where the interactions come from and how they are split."""
-  dataset: str = "movielens"  # movielens | csv | synthetic
-  ratings: Optional[str] = None
-  users: Optional[str] = None
-  items: Optional[str] = None
-  data_dir: Optional[str] = None
-  cache_dir: Optional[str] = None
-  synthetic_interactions: int = 20_000
-  test_fraction: float = 0.2
-  validation_fraction: float = 0.2
-  sparse_users: float = 0.3
-  sparse_keep: int = 5
-  cold_items: float = 0.0
+  dataset: str = setting("movielens", "movielens, csv (implied by --ratings) "
+                         "or synthetic", choices=DATASETS)
+  ratings: Optional[str] = setting(
+      None, "CSV of user_id,item_id[,rating][,timestamp]")
+  users: Optional[str] = setting(None, "CSV of user_id plus user feature "
+                                 "columns")
+  items: Optional[str] = setting(None, "CSV of item_id plus item feature "
+                                 "columns (title, genres, ...)")
+  data_dir: Optional[str] = setting(
+      None, "local GroupLens ml-100k folder or TFDS data dir")
+  cache_dir: Optional[str] = setting(
+      None, "where downloaded MovieLens is cached (~/.cache/tfgan_rec)")
+  synthetic_interactions: int = setting(20_000, "size of the --dataset "
+                                        "synthetic data")
+  test_fraction: float = setting(
+      0.2, "latest fraction of each user's interactions for test; 0 trains "
+      "on everything (production fit, no test report)")
+  validation_fraction: float = setting(
+      0.2, "latest fraction of training for validation")
+  sparse_users: float = setting(
+      0.3, "fraction of users whose training history is truncated")
+  sparse_keep: int = setting(5, "interactions kept for those users")
+  cold_items: float = setting(
+      0.0, "fraction of items whose training interactions are removed, to "
+      "measure new-item retrieval")
   feature_kinds: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class ModelConfig:
   """Architecture of the two-stage TFRS model."""
-  embedding_dim: int = 64
+  embedding_dim: int = setting(64, "tower output dimension")
   feature_dim: int = 16
   query_hidden: Tuple[int, ...] = (128,)
   candidate_hidden: Tuple[int, ...] = (128,)
@@ -42,21 +77,25 @@ class ModelConfig:
   history_dropout: float = 0.2
   generated_in_history: bool = False
   item_id_dropout: float = 0.1
-  temperature: float = 0.1
+  temperature: float = setting(0.1, "retrieval softmax temperature")
   extra_negatives: int = 2048
   logq_correction: float = 1.0
   retrieval_weight: float = 1.0
-  ranking_weight: float = 0.1
+  ranking_weight: float = setting(0.1, "weight of the ranking loss "
+                                  "(retrieval's is 1)")
 
 
 @dataclasses.dataclass
 class TrainConfig:
   """Optimisation and early stopping."""
-  epochs: int = 40
-  batch_size: int = 512
-  learning_rate: float = 0.003
-  patience: int = 4
-  refit: bool = True
+  epochs: int = setting(40, "maximum epochs (early stopping on validation "
+                        "Recall@K)")
+  batch_size: int = setting(512, "training batch size")
+  learning_rate: float = setting(0.003, "Adam learning rate")
+  patience: int = setting(4, "epochs without validation gain before "
+                          "stopping")
+  refit: bool = setting(True, "retrain on train + validation for the best "
+                        "epoch count")
 
 
 @dataclasses.dataclass
@@ -68,14 +107,17 @@ class GANConfig:
   g_learning_rate: float = 1e-3
   d_learning_rate: float = 1e-3
   d_steps: int = 1
-  loss: str = "minimax"  # minimax | wasserstein
+  loss: str = setting("modified", "GAN loss: modified (non-saturating "
+                      "minimax) or wasserstein (with gradient penalty)",
+                      flag="gan_loss", choices=("modified", "wasserstein"))
   gp_weight: float = 10.0
   history_dropout: float = 0.5
   negative_rate: float = 0.1
   zr_weight: float = 1.0
   reconstruction_weight: float = 5.0
-  steps: int = 1000
-  batch_size: int = 128
+  steps: int = setting(1000, "GAN training steps", flag="gan_steps")
+  batch_size: int = setting(128, "users per GAN step (divisible by the "
+                            "replicas)", flag="gan_batch_size")
   clip_norm: float = 5.0
   checkpoint_every: int = 250
   log_every: int = 50
@@ -83,24 +125,48 @@ class GANConfig:
 
 
 @dataclasses.dataclass
-class AugmentConfig:
-  """Which users get generated interactions, how many, and their weight."""
-  threshold: int = 20
-  items_per_user: int = 5
-  weight: float = 0.1
+class ItemGANConfig:
+  """The content generator that embeds new items (`gan.item_generator`)."""
+  noise_dim: int = 16
+  hidden: int = 128
+  feature_dim: int = 16
+  learning_rate: float = 1e-3
+  steps: int = 1500
+  batch_size: int = 128
+  similarity_weight: float = 5.0
+
+
+@dataclasses.dataclass
+class AugmentationConfig:
+  """Where generated interactions come from, who gets them, how many, and
+  their weight."""
+  source: str = setting(
+      "none", "gan: add GAN-generated interactions for sparse and new users "
+      "and report both models", flag="augment", choices=AUGMENTATION_SOURCES)
+  threshold: int = setting(20, "users with fewer training interactions get "
+                           "generated ones", flag="augment_threshold")
+  items_per_user: int = setting(5, "generated interactions per such user",
+                                flag="augment_items")
+  weight: float = setting(0.1, "sample weight of generated interactions",
+                          flag="augment_weight")
   samples: int = 4
 
 
 @dataclasses.dataclass
 class EvalConfig:
-  k: int = 20
+  """How the test report ranks."""
+  k: int = setting(20, "cut-off K of the evaluation metrics")
 
 
 @dataclasses.dataclass
 class ExportConfig:
-  export_dir: str = "export"
-  top_k: int = 20
-  keep_versions: int = 3
+  """Where and how the SavedModels are written."""
+  enabled: bool = setting(True, "export the SavedModels for TF Serving",
+                          flag="export")
+  export_dir: str = setting("export", "where versioned SavedModels are "
+                            "written")
+  top_k: int = setting(20, "items returned by the exported retrieval model")
+  keep_versions: int = setting(3, "exported versions kept per model")
 
 
 @dataclasses.dataclass
@@ -112,18 +178,39 @@ class RunConfig:
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
   gan: GANConfig = dataclasses.field(default_factory=GANConfig)
-  augmentation: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
-  augment: str = "none"  # none | gan
-  seed: int = 42
-  run_dir: Optional[str] = None
-  logdir: Optional[str] = None
+  item_gan: ItemGANConfig = dataclasses.field(default_factory=ItemGANConfig)
+  augmentation: AugmentationConfig = dataclasses.field(
+      default_factory=AugmentationConfig)
+  seed: int = setting(42, "fixes the split, initialisation and training "
+                      "order")
+  run_dir: Optional[str] = setting(
+      None, "run output folder (default: runs/<time>-seed<N>)")
+  logdir: Optional[str] = setting(None, "TensorBoard log folder")
 
   def to_dict(self) -> Dict[str, Any]:
     return _plain(dataclasses.asdict(self))
 
+  def copy(self) -> "RunConfig":
+    return update(RunConfig(), self.to_dict(), "copy")
+
   def check(self) -> "RunConfig":
     """Raises InputError naming the first setting out of range."""
-    ranges = [
+    for name, value, low, high in self._ranges():
+      if not low <= value <= high:
+        raise InputError(f"setting {name}={value} is out of range; use a "
+                         f"value from {low:g} to {high:g}.")
+    for name, value, known in (
+        ("data.dataset", self.data.dataset, DATASETS),
+        ("augmentation.source", self.augmentation.source,
+         AUGMENTATION_SOURCES),
+        ("gan.loss", self.gan.loss, ("modified", "wasserstein"))):
+      if value not in known:
+        raise InputError(f"setting {name}='{value}' is unknown; use "
+                         f"{', '.join(known)}.")
+    return self
+
+  def _ranges(self):
+    fractions = [
         ("data.test_fraction", self.data.test_fraction, 0.0, 0.9),
         ("data.validation_fraction", self.data.validation_fraction, 0.0, 0.9),
         ("data.sparse_users", self.data.sparse_users, 0.0, 1.0),
@@ -131,7 +218,7 @@ class RunConfig:
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
     ]
-    ranges += [(name, value, 1, 10**9) for name, value in (
+    return fractions + [(name, value, 1, 10**9) for name, value in (
         ("data.sparse_keep", self.data.sparse_keep),
         ("data.synthetic_interactions", self.data.synthetic_interactions),
         ("model.embedding_dim", self.model.embedding_dim),
@@ -139,16 +226,9 @@ class RunConfig:
         ("train.epochs", self.train.epochs),
         ("train.batch_size", self.train.batch_size),
         ("train.patience", self.train.patience),
+        ("gan.steps", self.gan.steps), ("gan.batch_size", self.gan.batch_size),
         ("eval.k", self.eval.k), ("export.top_k", self.export.top_k),
         ("export.keep_versions", self.export.keep_versions))]
-    for name, value, low, high in ranges:
-      if not low <= value <= high:
-        raise InputError(f"setting {name}={value} is out of range; use a "
-                         f"value from {low:g} to {high:g}.")
-    if self.data.dataset not in ("movielens", "csv", "synthetic"):
-      raise InputError(f"setting data.dataset='{self.data.dataset}' is "
-                       f"unknown; use movielens, csv or synthetic.")
-    return self
 
 
 def _plain(value):
@@ -159,7 +239,7 @@ def _plain(value):
   return value
 
 
-def _coerce(current, value, where: str):
+def coerce(current, value, where: str):
   """Converts a YAML/flag value to the type of the field's current value."""
   if isinstance(current, tuple):
     if not isinstance(value, (list, tuple)):
@@ -192,11 +272,13 @@ def update(config, values: Dict[str, Any], source: str):
         raise InputError(f"{where}: expected a mapping of settings.")
       update(current, value, where)
     else:
-      setattr(config, key, _coerce(current, value, where))
+      setattr(config, key, coerce(current, value, where))
   return config
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
+  """The mapping in a YAML settings file; InputError naming the line if it
+  is not valid."""
   try:
     with open(path, encoding="utf-8") as handle:
       values = yaml.safe_load(handle) or {}
@@ -210,3 +292,9 @@ def load_yaml(path: str) -> Dict[str, Any]:
     raise InputError(f"{path}: expected a mapping of sections (data, model, "
                      f"train, ...).")
   return values
+
+
+def save_yaml(config: RunConfig, path: str) -> None:
+  """Writes `config` as YAML that `load_yaml` + `update` read back."""
+  with open(path, "w", encoding="utf-8") as handle:
+    yaml.safe_dump(config.to_dict(), handle, sort_keys=False)

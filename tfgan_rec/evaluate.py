@@ -16,16 +16,6 @@ from scipy import sparse
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
-def interaction_matrix(user: np.ndarray, item: np.ndarray, num_users: int,
-                       num_items: int) -> sparse.csr_matrix:
-  """Binary (num_users + 1) x (num_items + 1) matrix; row/column 0 unused."""
-  values = np.ones(len(user), dtype=np.float32)
-  matrix = sparse.csr_matrix((values, (user, item)),
-                             shape=(num_users + 1, num_items + 1))
-  matrix.data[:] = 1.0
-  return matrix
-
-
 def top_k(scores: np.ndarray, exclude: sparse.csr_matrix, k: int) -> np.ndarray:
   """Indices of the k best items per row; excluded and padding items never
   appear (column 0 is the padding item)."""
@@ -65,7 +55,8 @@ def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
   `slices` maps a slice name to a boolean mask over user indices; "overall"
   is always added. `candidates` (item indices) restricts both the ranking
   and the held-out items to those items, e.g. to measure cold items alone.
-  Returns {slice: {"recall@k": ..., "ndcg@k": ..., ..., "users": n}}.
+  Returns {slice: {"recall@k": ..., "ndcg@k": ..., ..., "users": n}}; {}
+  when no user has a held-out item.
   """
   num_items = train.shape[1] - 1
   blocked = None
@@ -76,6 +67,8 @@ def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
     test.eliminate_zeros()
     num_items = len(candidates)
   users = np.flatnonzero(np.asarray(test.sum(axis=1)).ravel() > 0)
+  if not len(users):
+    return {}
   per_user = {"recall": [], "ndcg": [], "hit_rate": []}
   recommended = []
   for start in range(0, len(users), batch_size):

@@ -1,233 +1,18 @@
-"""Versioned SavedModels in the layout TF Serving loads.
-
-    <export_dir>/retrieval/<version>/   serving_default(user_id) ->
-                                        item_ids [batch, K], scores [batch, K]
-    <export_dir>/ranking/<version>/     serving_default(user_id, item_id) ->
-                                        score [batch]
-    <export_dir>/recommend/<version>/   two-stage: serving_default(user_id, k),
-                                        recommend_for_features(...),
-                                        recommend_group(member_ids, strategy, k)
-
-(signatures documented in `tfgan_rec.serving`). Each version carries
-`assets.extra/tf_serving_warmup_requests`: real PredictionLog records, one
-per signature, that TF Serving replays before it reports the model ready.
-
-Versions are increasing integers shared by both models of one run. Each
-version is written to a hidden temporary folder beside it and renamed into
-place only when complete, so TF Serving (which only loads all-digit folder
-names) never sees a half-written model; an existing version is never
-overwritten, and only the newest `keep_versions` are kept.
-
-As a stage of its own, from a finished training run:
+"""`python -m tfgan_rec.export`: export a finished training run for TF Serving.
 
     python -m tfgan_rec.export --run-dir runs/RUN --export-dir export
+
+Rebuilds the run's model (its config, data and split, and the weights it
+saved) and writes the retrieval, ranking and recommend SavedModels as the next
+version (see `tfgan_rec.saved_models` for the layout and atomic writes).
 """
 import argparse
-import logging
 import os
-import re
-import shutil
 import sys
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-import numpy as np
-import tensorflow as tf
-
-from tfgan_rec import config as config_lib
-from tfgan_rec import serving
+from tfgan_rec import cli
 from tfgan_rec.errors import InputError
-from tfgan_rec.recommender.model import TwoStageModel
-
-log = logging.getLogger(__name__)
-
-MODEL_NAMES = ("retrieval", "ranking", "recommend")
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-# Inside a run directory: what the export stage needs besides config.yaml.
-MODEL_DIR = "model"
-CANDIDATES_FILE = "candidates.npy"
-
-
-def versions(model_dir: str) -> List[int]:
-  """The complete versions in `model_dir`, oldest first."""
-  if not os.path.isdir(model_dir):
-    return []
-  return sorted(int(name) for name in os.listdir(model_dir) if name.isdigit())
-
-
-def next_version(export_dir: str) -> int:
-  latest = [max(versions(os.path.join(export_dir, name)), default=0)
-            for name in MODEL_NAMES]
-  return max(latest) + 1
-
-
-def save_version(module: tf.Module, signatures: Dict[str, object],
-                 model_dir: str, version: int,
-                 warmup: Optional[Dict[str, dict]] = None) -> str:
-  """Writes `module` as `model_dir/version`, atomically, with warmup
-  requests ({signature: {input: value}}) when given."""
-  os.makedirs(model_dir, exist_ok=True)
-  remove_abandoned_staging(model_dir)
-  final = os.path.join(model_dir, str(version))
-  if os.path.exists(final):
-    raise FileExistsError(f"{final} already exists; versions are never "
-                          f"overwritten.")
-  staging = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
-  shutil.rmtree(staging, ignore_errors=True)
-  try:
-    tf.saved_model.save(module, staging, signatures=signatures)
-    if warmup:
-      write_warmup(os.path.join(staging, WARMUP_FILE),
-                   os.path.basename(model_dir), warmup)
-    os.rename(staging, final)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  return final
-
-
-def _process_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def remove_abandoned_staging(model_dir: str) -> None:
-  """Deletes staging folders left by exports that were killed (SIGKILL,
-  power loss); those of exports still running are left alone."""
-  for name in os.listdir(model_dir):
-    match = re.fullmatch(r"\.tmp-\d+-(\d+)", name)
-    if match and not _process_alive(int(match.group(1))):
-      shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
-
-
-def write_warmup(path: str, model_name: str,
-                 requests: Dict[str, dict]) -> None:
-  """TFRecord of PredictionLog(PredictLog(PredictRequest)) per signature."""
-  # pylint: disable=g-import-not-at-top
-  from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with tf.io.TFRecordWriter(path) as writer:
-    for signature, inputs in requests.items():
-      request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-          name=model_name, signature_name=signature))
-      for name, value in inputs.items():
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-      log_record = prediction_log_pb2.PredictionLog(
-          predict_log=prediction_log_pb2.PredictLog(request=request))
-      writer.write(log_record.SerializeToString())
-
-
-def prune(model_dir: str, keep: int) -> None:
-  for old in versions(model_dir)[:-keep] if keep > 0 else []:
-    shutil.rmtree(os.path.join(model_dir, str(old)))
-
-
-def warmup_requests(user_ids: np.ndarray, item_ids: np.ndarray,
-                    user_columns) -> Dict[str, Dict[str, dict]]:
-  """Small real requests for every signature of every model."""
-  users = np.asarray(user_ids[:2], dtype=object).astype(bytes)
-  items = np.asarray(item_ids[:2], dtype=object).astype(bytes)
-  k = np.array([5, 5], np.int32)
-  features = {c.name: np.array([b"", b""]) for c in user_columns}
-  return {
-      "retrieval": {"serving_default": {"user_id": users}},
-      "ranking": {"serving_default": {"user_id": users, "item_id": items}},
-      "recommend": {
-          "serving_default": {"user_id": users, "k": k},
-          "recommend_for_features": {
-              **features, "liked_item_ids": items.reshape(2, 1), "k": k},
-          "recommend_group": {
-              "member_ids": np.array([users, users[::-1]]),
-              "strategy": np.array([b"average", b"least_misery"]), "k": k}},
-  }
-
-
-def export_models(model: TwoStageModel, user_ids: np.ndarray,
-                  item_ids: np.ndarray, train_user: np.ndarray,
-                  train_item: np.ndarray, export_dir: str, top_k: int = 20,
-                  keep_versions: int = 3,
-                  candidates: Optional[np.ndarray] = None,
-                  user_columns=()) -> Dict[str, str]:
-  """Exports retrieval, ranking and recommend as the next version; returns
-  their paths.
-
-  `candidates` ([num_items + 1, dim]) replaces the retrieval index's item
-  embeddings, e.g. with generated ones for items nobody has rated;
-  `user_columns` (the user features' `RawColumn`s) define the inputs of
-  `recommend_for_features`.
-  """
-  version = next_version(export_dir)
-  catalogue = (model, user_ids, item_ids, train_user, train_item)
-  retrieval = serving.RetrievalModule(*catalogue, candidates=candidates,
-                                      top_k=top_k)
-  ranking = serving.RankingModule(*catalogue)
-  recommend = serving.RecommendModule(*catalogue, candidates=candidates,
-                                      user_columns=user_columns)
-  signatures = {
-      "retrieval": (retrieval, {"serving_default": retrieval.recommend}),
-      "ranking": (ranking, {"serving_default": ranking.score}),
-      "recommend": (recommend, {
-          "serving_default": recommend.recommend,
-          "recommend_for_features": recommend.recommend_for_features,
-          "recommend_group": recommend.recommend_group})}
-  warmup = warmup_requests(user_ids, item_ids, user_columns)
-  paths = {name: save_version(module, sigs, os.path.join(export_dir, name),
-                              version, warmup[name])
-           for name, (module, sigs) in signatures.items()}
-  for name in MODEL_NAMES:
-    prune(os.path.join(export_dir, name), keep_versions)
-  return paths
-
-
-def export_trained(model: TwoStageModel, prepared, export: config_lib.ExportConfig,
-                   candidates: Optional[np.ndarray] = None) -> Dict[str, str]:
-  """Exports a model trained on `prepared.split.train` (whose items are the
-  ones each user is never recommended again)."""
-  data, train = prepared.data, prepared.split.train
-  return export_models(model, data.user_ids, data.item_ids, data.user[train],
-                       data.item[train], export.export_dir, export.top_k,
-                       export.keep_versions, candidates,
-                       data.user_features.columns)
-
-
-def save_run_model(model: TwoStageModel, run_dir: str,
-                   candidates: Optional[np.ndarray] = None) -> None:
-  """Keeps what `export_run` needs in the run directory."""
-  # pylint: disable=g-import-not-at-top
-  from tfgan_rec.recommender import training
-  directory = os.path.join(run_dir, MODEL_DIR)
-  training.save_model(model, directory)
-  if candidates is not None:
-    np.save(os.path.join(directory, CANDIDATES_FILE), candidates)
-
-
-def export_run(run_dir: str, export: Optional[config_lib.ExportConfig] = None
-               ) -> Dict[str, str]:
-  """Rebuilds the model of a finished run (same config, data and split) and
-  exports it; `export` defaults to the run's own export settings."""
-  # pylint: disable=g-import-not-at-top
-  from tfgan_rec import data as data_lib
-  from tfgan_rec.recommender import training
-  config_path = os.path.join(run_dir, "config.yaml")
-  model_dir = os.path.join(run_dir, MODEL_DIR)
-  if not os.path.isfile(config_path):
-    raise InputError(f"'{config_path}' not found; --run-dir must be a folder "
-                     f"written by python -m tfgan_rec.train.")
-  if not os.path.isfile(os.path.join(model_dir, "model.index")):
-    raise InputError(f"'{model_dir}' holds no trained model (the run did not "
-                     f"finish); train again, or pick another --run-dir.")
-  config = config_lib.update(config_lib.RunConfig(),
-                             config_lib.load_yaml(config_path), config_path)
-  prepared = data_lib.prepare(config.data, config.seed)
-  rows = training.TrainingRows.real(prepared.data, prepared.split.train)
-  model = training.restore_model(config, prepared.data, rows, model_dir)
-  candidates_path = os.path.join(model_dir, CANDIDATES_FILE)
-  candidates = (np.load(candidates_path) if os.path.isfile(candidates_path)
-                else None)
-  return export_trained(model, prepared, export or config.export, candidates)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,35 +27,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help="items returned by the retrieval model")
   parser.add_argument("--keep-versions", type=int,
                       help="exported versions kept per model")
-  parser.add_argument("-v", "--verbose", action="store_true")
+  cli.add_verbose_flag(parser)
   return parser
 
 
-def _export_config(args, run_dir: str) -> config_lib.ExportConfig:
-  saved = config_lib.load_yaml(os.path.join(run_dir, "config.yaml"))
-  export = config_lib.update(config_lib.ExportConfig(),
-                             saved.get("export", {}), "config.yaml")
+def export(args) -> None:
+  """Exports the run in `args.run_dir` with its settings, as overridden."""
+  if not os.path.isdir(args.run_dir):
+    raise InputError(f"run directory '{args.run_dir}' not found; pass a "
+                     f"folder written by python -m tfgan_rec.train.")
+  cli.load_tensorflow(args.verbose)
+  from tfgan_rec import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.load_run_config(args.run_dir)
   for field in ("export_dir", "top_k", "keep_versions"):
     if getattr(args, field) is not None:
-      setattr(export, field, getattr(args, field))
-  if export.top_k < 1 or export.keep_versions < 1:
+      setattr(config.export, field, getattr(args, field))
+  if config.export.top_k < 1 or config.export.keep_versions < 1:
     raise InputError("--top-k and --keep-versions must be at least 1.")
-  return export
+  for name, path in pipeline.export_run(args.run_dir, config).items():
+    print(f"{name}: {path}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  # pylint: disable=g-import-not-at-top
-  from tfgan_rec import train
-
-  def action(args):
-    if not os.path.isdir(args.run_dir):
-      raise InputError(f"run directory '{args.run_dir}' not found; pass a "
-                       f"folder written by python -m tfgan_rec.train.")
-    paths = export_run(args.run_dir, _export_config(args, args.run_dir))
-    for name, path in paths.items():
-      print(f"{name}: {path}")
-
-  return train.run_cli(build_parser(), action, argv)
+  return cli.run_cli(build_parser(), export, argv)
 
 
 if __name__ == "__main__":

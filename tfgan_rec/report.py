@@ -1,7 +1,61 @@
-"""Formats a run's metrics as a Markdown report."""
-from typing import Dict
+"""What a run measured (`RunSummary` and its parts) and its Markdown report."""
+import dataclasses
+from typing import Dict, List, Optional
 
 SLICE_ORDER = ("overall", "sparse", "dense")
+
+
+@dataclasses.dataclass
+class DataSummary:
+  """The data a run used and how it was split."""
+  source: str
+  users: int
+  items: int
+  interactions: int
+  train: int
+  test: int
+  sparse_users: int
+
+
+@dataclasses.dataclass
+class AugmentationSummary:
+  """What the GAN added to the training examples."""
+  generated: int
+  users: int
+  weight: float
+  gan_last_step: Dict[str, float]
+
+
+@dataclasses.dataclass
+class NewItemSummary:
+  """Items without training interactions: how many got generated
+  embeddings, and retrieval among held-out cold items per embedding kind."""
+  generated_embeddings: int = 0
+  cold_items: int = 0
+  retrieval: Dict[str, dict] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RunSummary:
+  """Everything a run reports; written as metrics.json and report.md.
+
+  `retrieval` maps recommender -> slice -> metric and `rmse` recommender ->
+  test RMSE; both are empty for a production fit (no test split).
+  """
+  config: dict
+  data: DataSummary
+  best_epoch: int
+  history: List[dict]
+  retrieval: Dict[str, Dict[str, dict]]
+  rmse: Dict[str, float]
+  augmentation: Optional[AugmentationSummary]
+  new_items: Optional[NewItemSummary]
+  seconds: Dict[str, float]
+  exports: Dict[str, str]
+  run_dir: str
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
 
 
 def retrieval_table(results: Dict[str, Dict[str, dict]], k: int) -> str:
@@ -32,48 +86,55 @@ def rating_table(rmse: Dict[str, float]) -> str:
   return "\n".join(lines)
 
 
-def markdown_report(summary: dict) -> str:
-  """The run's report.md: data, split, tables, timings and exports."""
-  k = summary["config"]["eval"]["k"]
-  data = summary["data"]
+def new_item_table(new_items: NewItemSummary, k: int) -> str:
+  lines = [f"## New items ({new_items.cold_items} items whose training "
+           f"interactions were removed; ranked among themselves)", "",
+           f"| item embeddings | Recall@{k} | NDCG@{k} | HitRate@{k} | users |",
+           "|---|---:|---:|---:|---:|"]
+  lines += [f"| {name} | {m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} | "
+            f"{m[f'hit_rate@{k}']:.4f} | {m['users']} |"
+            for name, m in new_items.retrieval.items()]
+  return "\n".join(lines)
+
+
+def _header(summary: RunSummary, k: int) -> List[str]:
+  data, config = summary.data, summary.config
   lines = [
       "# tfgan_rec run report", "",
-      f"- data: {data['source']}",
-      f"- {data['users']:,} users, {data['items']:,} items, "
-      f"{data['interactions']:,} interactions; train {data['train']:,}, "
-      f"test {data['test']:,}; {data['sparse_users']:,} sparse users "
-      f"(at most {summary['config']['data']['sparse_keep']} training "
-      f"interactions)",
-      f"- seed {summary['config']['seed']}; model trained "
-      f"{summary['best_epoch']} epochs (best validation Recall@{k})",
+      f"- data: {data.source}",
+      f"- {data.users:,} users, {data.items:,} items, "
+      f"{data.interactions:,} interactions; train {data.train:,}, "
+      f"test {data.test:,}; {data.sparse_users:,} sparse users "
+      f"(at most {config['data']['sparse_keep']} training interactions)",
+      f"- seed {config['seed']}; model trained {summary.best_epoch} epochs "
+      f"(best validation Recall@{k})",
   ]
-  augmentation = summary.get("augmentation")
-  if augmentation:
+  if summary.augmentation:
+    generated = summary.augmentation
     lines.append(
-        f"- GAN augmentation: {augmentation['generated']:,} generated "
-        f"interactions for {augmentation['users']:,} users (weight "
-        f"{augmentation['weight']:g}); the non-augmented twin is trained on "
+        f"- GAN augmentation: {generated.generated:,} generated "
+        f"interactions for {generated.users:,} users (weight "
+        f"{generated.weight:g}); the non-augmented twin is trained on "
         f"the same split with the same seed")
-  lines += [
-      "", f"## Retrieval (test, K={k}, training items excluded)", "",
-      retrieval_table(summary["retrieval"], k), "",
-      "## Ranking", "", rating_table(summary["rmse"]), ""]
-  new_items = summary.get("new_items") or {}
-  if new_items.get("retrieval"):
-    lines += [f"## New items ({new_items['cold_items']} items whose training "
-              f"interactions were removed; ranked among themselves)", "",
-              f"| item embeddings | Recall@{k} | NDCG@{k} | HitRate@{k} | users |",
-              "|---|---:|---:|---:|---:|"]
-    lines += [f"| {name} | {m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} | "
-              f"{m[f'hit_rate@{k}']:.4f} | {m['users']} |"
-              for name, m in new_items["retrieval"].items()]
-    lines.append("")
-  lines += [
-      "## Time (seconds)", "",
-      "| stage | seconds |", "|---|---:|"]
-  lines += [f"| {stage} | {sec:.1f} |"
-            for stage, sec in summary["seconds"].items()]
-  if summary.get("exports"):
+  return lines
+
+
+def markdown_report(summary: RunSummary) -> str:
+  """The run's report.md: data, split, tables, timings and exports."""
+  k = summary.config["eval"]["k"]
+  lines = _header(summary, k) + [""]
+  if summary.retrieval:
+    lines += [f"## Retrieval (test, K={k}, training items excluded)", "",
+              retrieval_table(summary.retrieval, k), "",
+              "## Ranking", "", rating_table(summary.rmse), ""]
+  else:
+    lines += ["No test split (test_fraction 0): the model was trained on "
+              "every interaction and no test metrics were computed.", ""]
+  if summary.new_items and summary.new_items.retrieval:
+    lines += [new_item_table(summary.new_items, k), ""]
+  lines += ["## Time (seconds)", "", "| stage | seconds |", "|---|---:|"]
+  lines += [f"| {stage} | {sec:.1f} |" for stage, sec in summary.seconds.items()]
+  if summary.exports:
     lines += ["", "## Exports", ""]
-    lines += [f"- {name}: `{path}`" for name, path in summary["exports"].items()]
+    lines += [f"- {name}: `{path}`" for name, path in summary.exports.items()]
   return "\n".join(lines) + "\n"

@@ -1,7 +1,16 @@
-"""Per-user temporal splits and simulated sparse users."""
+"""Per-user temporal splits, simulated sparse users, and what is built from a
+split: interaction matrices and weighted training examples."""
 import dataclasses
+from typing import Dict
 
 import numpy as np
+from scipy import sparse
+
+from tfgan_rec.config import DataConfig
+from tfgan_rec.data.dataset import EncodedData
+from tfgan_rec.errors import InputError
+
+PARTS = ("train", "fit", "validation", "test")
 
 
 @dataclasses.dataclass
@@ -10,14 +19,79 @@ class Split:
 
   `train` is everything the final model may learn from; `fit` and
   `validation` partition `train` (the validation part is each user's latest
-  training interactions) for early stopping and tuning. `sparse_users` are the
-  users whose training history was truncated.
+  training interactions) for early stopping and tuning; `test` is only for
+  the report (empty for a production fit). `sparse_users` are the users whose
+  training history was truncated.
   """
   train: np.ndarray
   fit: np.ndarray
   validation: np.ndarray
   test: np.ndarray
   sparse_users: np.ndarray
+
+
+@dataclasses.dataclass
+class Examples:
+  """Interactions a model learns from, as columns; `weight` < 1 marks
+  generated ones."""
+  user: np.ndarray
+  item: np.ndarray
+  rating: np.ndarray
+  timestamp: np.ndarray
+  weight: np.ndarray
+
+  @classmethod
+  def of_rows(cls, data: EncodedData, rows: np.ndarray) -> "Examples":
+    """The real interactions at `rows` of `data`, weight 1."""
+    return cls(data.user[rows], data.item[rows], data.rating[rows],
+               data.timestamp[rows], np.ones(len(rows), np.float32))
+
+  @classmethod
+  def empty(cls) -> "Examples":
+    return cls(*(np.zeros(0, dtype) for dtype in (
+        np.int32, np.int32, np.float32, np.float64, np.float32)))
+
+  def __len__(self) -> int:
+    return len(self.user)
+
+  def __add__(self, other: "Examples") -> "Examples":
+    return Examples(*(np.concatenate([getattr(self, f.name),
+                                      getattr(other, f.name)])
+                      for f in dataclasses.fields(Examples)))
+
+
+def interaction_matrix(user: np.ndarray, item: np.ndarray, num_users: int,
+                       num_items: int) -> sparse.csr_matrix:
+  """Binary (num_users + 1) x (num_items + 1) matrix; row/column 0 unused.
+
+  >>> interaction_matrix(np.array([1, 1]), np.array([2, 2]), 1, 2).toarray()
+  array([[0., 0., 0.],
+         [0., 0., 1.]], dtype=float32)
+  """
+  values = np.ones(len(user), dtype=np.float32)
+  matrix = sparse.csr_matrix((values, (user, item)),
+                             shape=(num_users + 1, num_items + 1))
+  matrix.data[:] = 1.0
+  return matrix
+
+
+@dataclasses.dataclass
+class SplitData:
+  """Encoded data, its split, and what evaluation and training read from it:
+  each part's interaction matrix, the user slices and the cold items."""
+  data: EncodedData
+  split: Split
+  matrices: Dict[str, sparse.csr_matrix]  # part name (PARTS) -> matrix
+  user_slices: Dict[str, np.ndarray]  # "sparse"/"dense" -> mask over users
+  cold_items: np.ndarray
+
+  def examples(self, part: str) -> Examples:
+    """The real interactions of one part of the split (`PARTS`)."""
+    return Examples.of_rows(self.data, getattr(self.split, part))
+
+  @property
+  def has_test(self) -> bool:
+    return len(self.split.test) > 0
 
 
 def _by_user_then_time(user: np.ndarray, timestamp: np.ndarray,
@@ -80,7 +154,7 @@ def hold_out_items(item: np.ndarray, split: Split, fraction: float,
   rng = np.random.default_rng(seed + 1)
   cold = np.sort(rng.choice(trained, int(round(fraction * len(trained))),
                             replace=False))
-  warm = lambda rows: rows[~np.isin(item[rows], cold)]
+  warm = lambda rows: rows[~np.isin(item[rows], cold)]  # noqa: E731
   return dataclasses.replace(split, train=warm(split.train),
                              fit=warm(split.fit),
                              validation=warm(split.validation)), cold
@@ -93,10 +167,50 @@ def make_split(user: np.ndarray, timestamp: np.ndarray, test_fraction: float,
   in training; then validation = latest `validation_fraction` of training."""
   rows = np.arange(len(user))
   train, test = temporal_holdout(user, timestamp, rows, test_fraction)
-  sparse = np.array([], dtype=user.dtype)
+  sparse_users = np.array([], dtype=user.dtype)
   if sparse_fraction > 0:
-    train, sparse = truncate_histories(user, timestamp, train, sparse_fraction,
-                                       sparse_keep, seed)
+    train, sparse_users = truncate_histories(
+        user, timestamp, train, sparse_fraction, sparse_keep, seed)
   fit, validation = temporal_holdout(user, timestamp, train,
                                      validation_fraction)
-  return Split(train, fit, validation, test, sparse)
+  return Split(train, fit, validation, test, sparse_users)
+
+
+def _check_size(split: Split, config: DataConfig, source: str) -> None:
+  """One line naming what is missing and the fix, when the data are too
+  small for the split asked for."""
+  advice = ("no user has enough interactions to hold out the latest for "
+            "{part}; add interactions, or pass {flag}")
+  if config.test_fraction > 0 and not len(split.test):
+    raise InputError(f"{source}: too small to split: " + advice.format(
+        part="test", flag="--test-fraction 0 (train on everything, no test "
+                          "report)."))
+  if config.validation_fraction > 0 and not len(split.validation):
+    raise InputError(f"{source}: too small to split: " + advice.format(
+        part="validation", flag="--validation-fraction 0 (train --epochs "
+                                "without early stopping)."))
+
+
+def split_data(data: EncodedData, config: DataConfig, seed: int) -> SplitData:
+  """Splits `data` as `config` says; `seed` fixes the sparse and cold
+  choices."""
+  if len(data) < 2:
+    raise InputError(f"{data.source}: too small: need at least two "
+                     f"interactions to train and validate.")
+  split = make_split(data.user, data.timestamp, config.test_fraction,
+                     config.validation_fraction, config.sparse_users,
+                     config.sparse_keep, seed)
+  _check_size(split, config, data.source)
+  cold = np.zeros(0, dtype=np.int32)
+  if config.cold_items > 0:
+    split, cold = hold_out_items(data.item, split, config.cold_items, seed)
+  train_counts = np.bincount(data.user[split.train],
+                             minlength=data.num_users + 1)
+  sparse_mask = np.zeros(data.num_users + 1, dtype=bool)
+  sparse_mask[1:] = train_counts[1:] <= config.sparse_keep
+  matrices = {part: interaction_matrix(
+      data.user[rows], data.item[rows], data.num_users, data.num_items)
+              for part, rows in ((p, getattr(split, p)) for p in PARTS)}
+  return SplitData(data, split, matrices,
+                   user_slices={"sparse": sparse_mask, "dense": ~sparse_mask},
+                   cold_items=cold)

@@ -8,10 +8,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
+from scipy import sparse
 
 from tfgan_rec import evaluate
 from tfgan_rec.config import RunConfig
-from tfgan_rec.data.dataset import EncodedData
+from tfgan_rec.data import EncodedData, Examples, SplitData
 from tfgan_rec.recommender.model import TwoStageModel, history_table
 from tfgan_rec.recommender.optimizers import LazyAdam
 
@@ -19,29 +20,25 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class TrainingRows:
-  """Interactions to learn from; `weight` < 1 marks generated ones."""
-  user: np.ndarray
-  item: np.ndarray
-  rating: np.ndarray
-  timestamp: np.ndarray
-  weight: np.ndarray
-
-  @classmethod
-  def real(cls, data: EncodedData, rows: np.ndarray) -> "TrainingRows":
-    return cls(data.user[rows], data.item[rows], data.rating[rows],
-               data.timestamp[rows], np.ones(len(rows), np.float32))
-
-
-@dataclasses.dataclass
 class FitResult:
+  """A trained model, the epoch count early stopping chose, and one record
+  per epoch (loss, validation Recall@K; `refit: True` for the refit's)."""
   model: TwoStageModel
   best_epoch: int
   history: List[Dict[str, float]]
 
 
+@dataclasses.dataclass
+class Validation:
+  """What early stopping ranks against: the users' real interactions that
+  are excluded as seen, and the held-out ones that count as hits. Generated
+  interactions are never excluded, as at test time and in serving."""
+  seen: sparse.csr_matrix
+  held_out: sparse.csr_matrix
+
+
 def build_model(config: RunConfig, data: EncodedData,
-                rows: TrainingRows) -> TwoStageModel:
+                rows: Examples) -> TwoStageModel:
   # Generated interactions (weight < 1) are training targets; whether they
   # also enter the pooled history that describes the user is configurable.
   in_history = (np.ones(len(rows.user), bool)
@@ -64,7 +61,7 @@ def save_model(model: TwoStageModel, directory: str) -> str:
       os.path.join(directory, "model"))
 
 
-def restore_model(config: RunConfig, data: EncodedData, rows: TrainingRows,
+def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
                   directory: str) -> TwoStageModel:
   """The model `save_model` wrote, rebuilt for `data` (the same data and
   config it was trained with; `rows` only size its tables)."""
@@ -77,7 +74,7 @@ def restore_model(config: RunConfig, data: EncodedData, rows: TrainingRows,
   return model
 
 
-def make_dataset(rows: TrainingRows, batch_size: int, seed: int,
+def make_dataset(rows: Examples, batch_size: int, seed: int,
                  shuffle: bool = True) -> tf.data.Dataset:
   """Batches of `rows`; with `shuffle`, in a new seeded order each epoch.
 
@@ -147,41 +144,32 @@ def _verbosity() -> int:
 
 
 def fit_with_early_stopping(config: RunConfig, data: EncodedData,
-                            rows: TrainingRows,
-                            validation: Optional[np.ndarray],
+                            rows: Examples,
+                            validation: Optional[Validation],
                             callbacks=None) -> FitResult:
   """Trains up to `epochs`, keeping the weights of the epoch with the best
   validation Recall@K (stopping after `patience` epochs without gain).
 
-  `validation` are rows of `data`; without it, trains exactly `epochs`.
+  Without `validation`, trains exactly `epochs`.
   """
   model = build_model(config, data, rows)
   dataset = make_dataset(rows, config.train.batch_size, config.seed)
-  k = config.eval.k
-  if validation is not None:
-    seen = evaluate.interaction_matrix(rows.user, rows.item, data.num_users,
-                                       data.num_items)
-    held = evaluate.interaction_matrix(data.user[validation],
-                                       data.item[validation], data.num_users,
-                                       data.num_items)
+  key = f"val_recall@{config.eval.k}"
   best, best_epoch, best_weights, history = -1.0, 0, None, []
   for epoch in range(1, config.train.epochs + 1):
     logs = model.fit(dataset, epochs=1, verbose=_verbosity(),
                      callbacks=callbacks).history
-    record = {"epoch": epoch, "loss": float(logs["loss"][-1])}
-    if validation is not None:
-      metrics = evaluate.evaluate_retrieval(
-          lambda users: score_all_items(model, users), seen, held, k)
-      record[f"val_recall@{k}"] = metrics["overall"][f"recall@{k}"]
-      log.info("epoch %d: loss %.4f, validation recall@%d %.4f", epoch,
-               record["loss"], k, record[f"val_recall@{k}"])
-      if record[f"val_recall@{k}"] > best:
-        best, best_epoch = record[f"val_recall@{k}"], epoch
-        best_weights = model.get_weights()
-      elif epoch - best_epoch >= config.train.patience:
-        history.append(record)
-        break
-    history.append(record)
+    history.append({"epoch": epoch, "loss": float(logs["loss"][-1])})
+    if validation is None:
+      continue
+    history[-1][key] = validation_recall(model, validation, config.eval.k)
+    log.info("epoch %d: loss %.4f, validation recall@%d %.4f", epoch,
+             history[-1]["loss"], config.eval.k, history[-1][key])
+    if history[-1][key] > best:
+      best, best_epoch = history[-1][key], epoch
+      best_weights = model.get_weights()
+    elif epoch - best_epoch >= config.train.patience:
+      break
   if best_weights is not None:
     model.set_weights(best_weights)
   else:
@@ -189,14 +177,33 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
   return FitResult(model, best_epoch, history)
 
 
-def train_recommender(config: RunConfig, data: EncodedData,
-                      fit_rows: TrainingRows, train_rows: TrainingRows,
-                      validation: np.ndarray, callbacks=None) -> FitResult:
-  """Early-stops on `validation` while training on `fit_rows`; with
-  `refit`, then retrains on all of `train_rows` for the best epoch count."""
+def validation_recall(model: TwoStageModel, validation: Validation,
+                      k: int) -> float:
+  """Recall@k of `model` on the held-out validation interactions."""
+  metrics = evaluate.evaluate_retrieval(
+      lambda users: score_all_items(model, users), validation.seen,
+      validation.held_out, k)
+  return metrics["overall"][f"recall@{k}"]
+
+
+def train_recommender(config: RunConfig, split_data: SplitData,
+                      fit_rows: Examples, train_rows: Examples,
+                      callbacks=None) -> FitResult:
+  """Early-stops on the validation part while training on `fit_rows`; with
+  `refit`, then retrains on all of `train_rows` for the best epoch count.
+  Without validation interactions, trains on `train_rows` for `epochs`.
+
+  Validation excludes only real interactions (`split_data`'s fit part), so
+  generated rows in `fit_rows` do not bias early stopping.
+  """
   tf.keras.utils.set_random_seed(config.seed)
-  result = fit_with_early_stopping(config, data, fit_rows, validation,
+  if not len(split_data.split.validation):
+    return fit_with_early_stopping(config, split_data.data, train_rows, None,
                                    callbacks)
+  validation = Validation(split_data.matrices["fit"],
+                          split_data.matrices["validation"])
+  result = fit_with_early_stopping(config, split_data.data, fit_rows,
+                                   validation, callbacks)
   if not config.train.refit:
     return result
   log.info("Refitting on training + validation for %d epochs",
@@ -205,7 +212,7 @@ def train_recommender(config: RunConfig, data: EncodedData,
   refit_config = dataclasses.replace(
       config, train=dataclasses.replace(config.train,
                                         epochs=result.best_epoch))
-  refit = fit_with_early_stopping(refit_config, data, train_rows, None,
-                                  callbacks)
+  refit = fit_with_early_stopping(refit_config, split_data.data, train_rows,
+                                  None, callbacks)
   return FitResult(refit.model, result.best_epoch,
                    result.history + [dict(r, refit=True) for r in refit.history])

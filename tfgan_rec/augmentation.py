@@ -7,23 +7,21 @@ only by their features, who have none) get the generator's top
 calibrated rating: the baseline estimate global mean + user bias + item bias
 from real ratings, not the generator's (high-skewed) scores.
 """
-import dataclasses
 from typing import Optional
 
 import numpy as np
 
 from tfgan_rec.baselines import shrunk_means
-from tfgan_rec.config import AugmentConfig, GANConfig
-from tfgan_rec.data.dataset import EncodedData
+from tfgan_rec.config import AugmentationConfig, GANConfig
+from tfgan_rec.data import EncodedData, Examples
 from tfgan_rec.gan.trainer import GANData, GANTrainer
-from tfgan_rec.recommender.training import TrainingRows
 
 USERS_PER_CHUNK = 2048
 
 
-def fit_gan(config: GANConfig, rows: TrainingRows, data: EncodedData,
-            seed: int, checkpoint_dir: Optional[str] = None,
-            logdir: Optional[str] = None) -> GANTrainer:
+def train_gan(config: GANConfig, rows: Examples, data: EncodedData,
+              seed: int, checkpoint_dir: Optional[str] = None,
+              logdir: Optional[str] = None) -> GANTrainer:
   """Trains (or, from `checkpoint_dir`, resumes) the GAN on `rows`."""
   gan_data = GANData.from_rows(rows.user, rows.item, data.num_users,
                                data.num_items, data.user_features)
@@ -34,7 +32,7 @@ def fit_gan(config: GANConfig, rows: TrainingRows, data: EncodedData,
   return trainer
 
 
-def baseline_ratings(rows: TrainingRows, num_users: int, num_items: int,
+def baseline_ratings(rows: Examples, num_users: int, num_items: int,
                      shrinkage: float = 10.0):
   """Returns rate(user, item) = mean + user bias + item bias (shrunk)."""
   mean = float(rows.rating.mean()) if len(rows.rating) else 0.0
@@ -47,18 +45,16 @@ def baseline_ratings(rows: TrainingRows, num_users: int, num_items: int,
       mean + user_bias[user] + item_bias[item], low, high).astype(np.float32)
 
 
-def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
-            config: AugmentConfig) -> TrainingRows:
+def generate_interactions(trainer: GANTrainer, rows: Examples,
+                          data: EncodedData,
+                          config: AugmentationConfig) -> Examples:
   """Generated interactions (weight `config.weight`) for users below the
   threshold, conditioned on `rows` (the real training interactions)."""
   num_users, num_items = data.num_users, data.num_items
   counts = np.bincount(rows.user, minlength=num_users + 1)
   targets = np.flatnonzero(counts[1:] < config.threshold) + 1
-  empty = TrainingRows(*(np.zeros(0, t) for t in (np.int32, np.int32,
-                                                  np.float32, np.float64,
-                                                  np.float32)))
   if not len(targets) or config.items_per_user <= 0:
-    return empty
+    return Examples.empty()
   history = GANData.from_rows(rows.user, rows.item, num_users, num_items,
                               data.user_features)
   m = min(config.items_per_user, num_items)
@@ -73,7 +69,7 @@ def augment(trainer: GANTrainer, rows: TrainingRows, data: EncodedData,
   latest = np.zeros(num_users + 1)
   np.maximum.at(latest, rows.user, rows.timestamp)
   rate = baseline_ratings(rows, num_users, num_items)
-  return TrainingRows(user, item, rate(user, item), latest[user],
+  return Examples(user, item, rate(user, item), latest[user],
                       np.full(len(user), config.weight, np.float32))
 
 
@@ -97,9 +93,3 @@ def _seen(history: GANData, users: np.ndarray):
   offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
                                                  lengths)
   return rows, history.seen_items[np.repeat(starts, lengths) + offsets]
-
-
-def concat(first: TrainingRows, second: TrainingRows) -> TrainingRows:
-  return TrainingRows(*(np.concatenate([getattr(first, f.name),
-                                        getattr(second, f.name)])
-                        for f in dataclasses.fields(TrainingRows)))

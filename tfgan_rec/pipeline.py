@@ -1,0 +1,386 @@
+"""One run of tfgan_rec as named stages, from logs to served models.
+
+    load -> encode -> split -> baselines -> GAN -> augmentation
+         -> recommender -> evaluate -> export
+
+Each stage is a function from typed values to typed values (`SplitData`,
+`Examples`, `FitResult`, `RunSummary`, ...); `run` composes them and writes
+the run folder (config.yaml, metrics.json, report.md, the trained model).
+`train`, `tune` and `export` are thin command lines over these functions.
+
+>>> config = RunConfig(seed=3)
+>>> config.data.dataset, config.data.synthetic_interactions = "synthetic", 3000
+>>> split_data = prepare(config.data, config.seed)
+>>> split_data.data.num_users, len(split_data.split.test) > 0
+(75, True)
+"""
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfgan_rec import augmentation, baselines, evaluate, report, saved_models
+from tfgan_rec.report import (AugmentationSummary, DataSummary,
+                              NewItemSummary, RunSummary)
+from tfgan_rec import data as data_lib
+from tfgan_rec.config import DataConfig, RunConfig, load_yaml, save_yaml, update
+from tfgan_rec.data import Examples, SplitData
+from tfgan_rec.errors import InputError
+from tfgan_rec.gan import item_generator
+from tfgan_rec.gan.trainer import GANDivergedError, GANTrainer
+from tfgan_rec.recommender import training
+from tfgan_rec.recommender.model import TwoStageModel
+
+log = logging.getLogger("tfgan_rec")
+
+# What a run folder holds.
+CONFIG_FILE, METRICS_FILE, REPORT_FILE = ("config.yaml", "metrics.json",
+                                          "report.md")
+MODEL_DIR, CANDIDATES_FILE, GAN_CHECKPOINTS = ("model", "candidates.npy",
+                                               "gan_checkpoints")
+MODEL_NAME, AUGMENTED_NAME = "TFRS two-stage", "TFRS + GAN augmentation"
+
+
+class StageTimer:
+  """Wall time per stage: `with timer("recommender"): ...`."""
+
+  def __init__(self):
+    self.seconds: Dict[str, float] = {}
+
+  @contextlib.contextmanager
+  def __call__(self, stage: str):
+    start = time.time()
+    yield
+    self.seconds[stage] = time.time() - start
+
+
+# --- load, encode, split -----------------------------------------------------
+
+def prepare(config: DataConfig, seed: int) -> SplitData:
+  """load -> encode -> split; bad input raises InputError."""
+  interactions = data_lib.load_interactions(config, seed)
+  encoded = data_lib.encode(interactions, config.feature_kinds)
+  return data_lib.split_data(encoded, config, seed)
+
+
+def summarize_data(split_data: SplitData) -> DataSummary:
+  data, split = split_data.data, split_data.split
+  return DataSummary(data.source, data.num_users, data.num_items, len(data),
+                     len(split.train), len(split.test),
+                     int(split_data.user_slices["sparse"].sum()))
+
+
+# --- baselines ---------------------------------------------------------------
+
+def fit_baselines(split_data: SplitData, k: int
+                  ) -> Dict[str, evaluate.ScoreFn]:
+  """MostPop and EASE (lambda chosen on validation) on the train part."""
+  matrices = split_data.matrices
+  l2 = (baselines.tune_ease(matrices["fit"], matrices["validation"], k)
+        if matrices["validation"].nnz else baselines.EASE_DEFAULT_L2)
+  return {"MostPop": baselines.MostPopular(matrices["train"]).scores,
+          f"EASE (lambda={l2:g})": baselines.EASE(matrices["train"],
+                                                  l2).scores}
+
+
+# --- GAN and augmentation ----------------------------------------------------
+
+def gan_checkpoint_dir(run_dir: str, resume: bool) -> str:
+  """The run's GAN checkpoint folder; stale checkpoints need --resume."""
+  checkpoints = os.path.join(run_dir, GAN_CHECKPOINTS)
+  if os.path.isdir(checkpoints) and os.listdir(checkpoints) and not resume:
+    raise InputError(f"'{checkpoints}' holds GAN checkpoints of an earlier "
+                     f"run; pass --resume to continue it or choose another "
+                     f"--run-dir.")
+  return checkpoints
+
+
+def train_gan(config: RunConfig, split_data: SplitData, rows: Examples,
+              checkpoints: Optional[str] = None) -> GANTrainer:
+  """Trains (or resumes) the interaction GAN on `rows`; a diverged GAN ends
+  the run with the trainer's message."""
+  logdir = os.path.join(config.logdir, "gan") if config.logdir else None
+  try:
+    return augmentation.train_gan(config.gan, rows, split_data.data,
+                                  config.seed, checkpoints, logdir)
+  except GANDivergedError as err:
+    raise InputError(str(err)) from None
+
+
+def augment(config: RunConfig, trainer: GANTrainer, split_data: SplitData,
+            rows: Examples) -> Examples:
+  """`rows` plus the interactions the GAN generates for thin users."""
+  return rows + augmentation.generate_interactions(
+      trainer, rows, split_data.data, config.augmentation)
+
+
+# --- recommender -------------------------------------------------------------
+
+def train_recommender(config: RunConfig, split_data: SplitData,
+                      fit_rows: Examples, train_rows: Examples
+                      ) -> training.FitResult:
+  """Early stopping on validation while fitting `fit_rows`, then the refit
+  on `train_rows` (see `recommender.training.train_recommender`)."""
+  callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
+               if config.logdir else None)
+  return training.train_recommender(config, split_data, fit_rows, train_rows,
+                                    callbacks)
+
+
+def best_validation_recall(config: RunConfig, split_data: SplitData) -> float:
+  """The tuning objective: the best validation Recall@K while early
+  stopping, exactly as `run` reaches it before its refit (the same seed
+  gives the same number there)."""
+  fit_rows = split_data.examples("fit")
+  if config.augmentation.source == "gan":
+    fit_rows = augment(config, train_gan(config, split_data, fit_rows),
+                       split_data, fit_rows)
+  no_refit = dataclasses.replace(
+      config, train=dataclasses.replace(config.train, refit=False))
+  result = train_recommender(no_refit, split_data, fit_rows, fit_rows)
+  return best_validation(result.history, config.eval.k)
+
+
+def best_validation(history: List[dict], k: int) -> float:
+  """The best validation Recall@k in a run's `history` (refit excluded)."""
+  return max(r[f"val_recall@{k}"] for r in history
+             if f"val_recall@{k}" in r and not r.get("refit"))
+
+
+# --- new items ---------------------------------------------------------------
+
+def generate_new_item_embeddings(config: RunConfig, split_data: SplitData,
+                                 model: TwoStageModel, rows: Examples
+                                 ) -> Tuple[Optional[np.ndarray], np.ndarray]:
+  """The candidate matrix with generated rows for the items nobody in
+  `rows` interacted with, and those items; (None, []) when there are none
+  or they have no content to generate from."""
+  data = split_data.data
+  counts = np.bincount(rows.item, minlength=data.num_items + 1)
+  warm = np.flatnonzero(counts[1:]) + 1
+  untrained = np.flatnonzero(counts[1:] == 0) + 1
+  if not len(untrained) or not data.item_features.specs:
+    if len(untrained):
+      log.info("%d items have no interactions and no content features; "
+               "they keep their tower embeddings.", len(untrained))
+    return None, untrained[:0]
+  candidates = training.item_matrix(model)
+  generator = item_generator.train_item_generator(
+      data.item_features.values, data.item_features.specs, warm,
+      candidates[warm], config.item_gan, seed=config.seed)
+  candidates[untrained] = item_generator.generate_item_embeddings(
+      generator, data.item_features.values, untrained, seed=config.seed)
+  return candidates, untrained
+
+
+def cold_item_retrieval(config: RunConfig, split_data: SplitData,
+                        model: TwoStageModel,
+                        candidates: Optional[np.ndarray]) -> Dict[str, dict]:
+  """Retrieval among the held-out cold items only: the tower's own
+  embeddings, the generated ones, and random scores."""
+  rng = np.random.default_rng(config.seed)
+  width = split_data.data.num_items + 1
+  scorers = {
+      "tower embeddings": lambda u: training.score_all_items(model, u),
+      "random": lambda u: rng.random((len(u), width)),
+  }
+  if candidates is not None:
+    scorers["GAN-generated embeddings"] = (
+        lambda u: training.score_all_items(model, u, candidates))
+  matrices = split_data.matrices
+  return {name: evaluate.evaluate_retrieval(
+      score, matrices["train"], matrices["test"], config.eval.k,
+      candidates=split_data.cold_items)["overall"]
+          for name, score in scorers.items()}
+
+
+# --- evaluate ----------------------------------------------------------------
+
+def evaluate_retrieval(score: evaluate.ScoreFn, split_data: SplitData,
+                       k: int) -> Dict[str, dict]:
+  """Test retrieval metrics per user slice, training items excluded."""
+  matrices = split_data.matrices
+  return evaluate.evaluate_retrieval(score, matrices["train"],
+                                     matrices["test"], k,
+                                     split_data.user_slices)
+
+
+def evaluate_recommender(model: TwoStageModel, split_data: SplitData,
+                         k: int) -> Tuple[Dict[str, dict], float]:
+  """(test retrieval metrics per slice, test rating RMSE) of `model`."""
+  data, test = split_data.data, split_data.split.test
+  retrieval = evaluate_retrieval(
+      lambda users: training.score_all_items(model, users), split_data, k)
+  predicted = training.predict_ratings(model, data.user[test],
+                                       data.item[test])
+  return retrieval, evaluate.rmse(predicted, data.rating[test])
+
+
+def item_mean_rmse(split_data: SplitData) -> float:
+  data, split = split_data.data, split_data.split
+  item_mean = baselines.ItemMeanRating(data.item[split.train],
+                                       data.rating[split.train],
+                                       data.num_items)
+  return evaluate.rmse(item_mean.predict(data.item[split.test]),
+                       data.rating[split.test])
+
+
+# --- export ------------------------------------------------------------------
+
+def export(model: TwoStageModel, split_data: SplitData, config: RunConfig,
+           candidates: Optional[np.ndarray] = None) -> Dict[str, str]:
+  """Exports the three SavedModels of a model trained on the train part
+  (whose items each user is never recommended again)."""
+  data, train = split_data.data, split_data.split.train
+  settings = config.export
+  return saved_models.export_models(
+      model, data.user_ids, data.item_ids, data.user[train], data.item[train],
+      settings.export_dir, settings.top_k, settings.keep_versions, candidates,
+      data.user_features.columns)
+
+
+def save_trained(model: TwoStageModel, run_dir: str,
+                 candidates: Optional[np.ndarray] = None) -> None:
+  """Keeps what `export_run` needs in the run folder."""
+  directory = os.path.join(run_dir, MODEL_DIR)
+  training.save_model(model, directory)
+  if candidates is not None:
+    np.save(os.path.join(directory, CANDIDATES_FILE), candidates)
+
+
+def load_run_config(run_dir: str) -> RunConfig:
+  """The config a finished run wrote; InputError if it is not a run."""
+  config_path = os.path.join(run_dir, CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise InputError(f"'{config_path}' not found; --run-dir must be a folder "
+                     f"written by python -m tfgan_rec.train.")
+  if not os.path.isfile(os.path.join(run_dir, MODEL_DIR, "model.index")):
+    raise InputError(f"'{os.path.join(run_dir, MODEL_DIR)}' holds no trained "
+                     f"model (the run did not finish); train again, or pick "
+                     f"another --run-dir.")
+  return update(RunConfig(), load_yaml(config_path), config_path)
+
+
+def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
+  """Rebuilds the model of a finished run (its config, data and split) and
+  exports it with `config.export`."""
+  split_data = prepare(config.data, config.seed)
+  model_dir = os.path.join(run_dir, MODEL_DIR)
+  model = training.restore_model(config, split_data.data,
+                                 split_data.examples("train"), model_dir)
+  candidates_path = os.path.join(model_dir, CANDIDATES_FILE)
+  candidates = (np.load(candidates_path) if os.path.isfile(candidates_path)
+                else None)
+  return export(model, split_data, config, candidates)
+
+
+# --- the run -----------------------------------------------------------------
+
+def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
+  """Every stage, in order; writes and returns the run's summary."""
+  timer = StageTimer()
+  with timer("data"):
+    split_data = prepare(config.data, config.seed)
+  os.makedirs(run_dir, exist_ok=True)
+  checkpoints = (gan_checkpoint_dir(run_dir, resume)
+                 if config.augmentation.source == "gan" else None)
+  save_yaml(config, os.path.join(run_dir, CONFIG_FILE))
+  data = summarize_data(split_data)
+  log.info("data: %s (%d users, %d items, %d interactions)", data.source,
+           data.users, data.items, data.interactions)
+  summary = RunSummary(
+      config=config.to_dict(), data=data, best_epoch=0, history=[],
+      retrieval={}, rmse={}, augmentation=None, new_items=None,
+      seconds=timer.seconds, exports={}, run_dir=run_dir)
+  model, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
+                                    summary)
+  candidates = _new_items(config, split_data, model, rows, timer, summary)
+  save_trained(model, run_dir, candidates)
+  if config.export.enabled:
+    with timer("export"):
+      summary.exports = export(model, split_data, config, candidates)
+  write_summary(summary, run_dir)
+  return summary
+
+
+def _train_and_evaluate(config: RunConfig, split_data: SplitData,
+                        checkpoints: Optional[str], timer: StageTimer,
+                        summary: RunSummary
+                        ) -> Tuple[TwoStageModel, Examples]:
+  """Baselines, the recommender and, with GAN augmentation, its augmented
+  twin; fills `summary` and returns the model to export with the examples
+  it was trained on."""
+  k, has_test = config.eval.k, split_data.has_test
+  if has_test:
+    with timer("baselines"):
+      for name, score in fit_baselines(split_data, k).items():
+        summary.retrieval[name] = evaluate_retrieval(score, split_data, k)
+    summary.rmse["ItemMean"] = item_mean_rmse(split_data)
+  else:
+    log.info("no test split (--test-fraction 0): trained on every "
+             "interaction; the test report is skipped.")
+  fit_rows, train_rows = split_data.examples("fit"), split_data.examples(
+      "train")
+  with timer("recommender"):
+    result = train_recommender(config, split_data, fit_rows, train_rows)
+  _record(summary, MODEL_NAME, result, split_data, k)
+  if config.augmentation.source != "gan":
+    return result.model, train_rows
+  with timer("gan"):
+    trainer = train_gan(config, split_data, fit_rows, checkpoints)
+    fit_rows = augment(config, trainer, split_data, fit_rows)
+    augmented_rows = augment(config, trainer, split_data, train_rows)
+  with timer("recommender (augmented)"):
+    result = train_recommender(config, split_data, fit_rows, augmented_rows)
+  _record(summary, AUGMENTED_NAME, result, split_data, k)
+  generated = augmented_rows.user[len(train_rows):]
+  summary.augmentation = AugmentationSummary(
+      len(generated), len(np.unique(generated)),
+      config.augmentation.weight, trainer.last_metrics)
+  summary.new_items = NewItemSummary()
+  return result.model, augmented_rows
+
+
+def _record(summary: RunSummary, name: str, result: training.FitResult,
+            split_data: SplitData, k: int) -> None:
+  """The trained model's epochs and, with a test split, its test metrics
+  (listed before the models recorded earlier)."""
+  summary.best_epoch, summary.history = result.best_epoch, result.history
+  if split_data.has_test:
+    retrieval, rmse = evaluate_recommender(result.model, split_data, k)
+    summary.retrieval = {name: retrieval, **summary.retrieval}
+    summary.rmse = {name: rmse, **summary.rmse}
+
+
+def _new_items(config: RunConfig, split_data: SplitData, model: TwoStageModel,
+               rows: Examples, timer: StageTimer, summary: RunSummary
+               ) -> Optional[np.ndarray]:
+  """Generated embeddings for the items `rows` never mention (with GAN
+  augmentation) and the cold-item report; returns the candidate matrix to
+  export, if any."""
+  candidates = None
+  if summary.new_items is not None:
+    with timer("new-item generator"):
+      candidates, untrained = generate_new_item_embeddings(
+          config, split_data, model, rows)
+    summary.new_items.generated_embeddings = len(untrained)
+  if len(split_data.cold_items) and split_data.has_test:
+    summary.new_items = summary.new_items or NewItemSummary()
+    summary.new_items.cold_items = len(split_data.cold_items)
+    summary.new_items.retrieval = cold_item_retrieval(config, split_data,
+                                                      model, candidates)
+  return candidates
+
+
+def write_summary(summary: RunSummary, run_dir: str) -> None:
+  """metrics.json and report.md in the run folder."""
+  with open(os.path.join(run_dir, METRICS_FILE), "w", encoding="utf-8") as f:
+    json.dump(summary.to_dict(), f, indent=2)
+  with open(os.path.join(run_dir, REPORT_FILE), "w", encoding="utf-8") as f:
+    f.write(report.markdown_report(summary))
