@@ -68,10 +68,15 @@ def import_graph(parsed):
 
 
 def layer_of(name):
-  for index, layer in enumerate(LAYERS):
-    if name in layer or name.rpartition(".")[0] in layer:
-      return index
-  raise AssertionError(f"{name} is in no layer of LAYERS; add it")
+  """The layer of a module, or of the subpackage it belongs to."""
+  owners = [name]
+  while owners[-1].count(".") > 1:
+    owners.append(owners[-1].rpartition(".")[0])
+  for owner in owners:
+    for index, layer in enumerate(LAYERS):
+      if owner in layer:
+        return index
+  raise AssertionError(f"{name} belongs to no layer of LAYERS; add it")
 
 
 def test_import_graph_is_a_layered_dag():

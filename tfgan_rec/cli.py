@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -55,8 +54,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
                           action=argparse.BooleanOptionalAction)
     else:
       parser.add_argument(option, dest=flag, help=help_text,
-                          type=type(default) if default is not None else str,
-                          choices=spec.metadata["choices"])
+                          type=type(default) if default is not None else str)
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -118,31 +116,39 @@ def setup_logging(verbose: bool) -> None:
 
 
 def load_tensorflow(verbose: bool) -> None:
-  """Imports TensorFlow and initialises its devices.
+  """Imports TensorFlow and initialises its devices, quietly unless
+  `verbose`.
 
-  TensorFlow's C++ runtime prints lines such as `I0000 ... oneDNN custom
-  operations are on` and `E0000 ... failed call to cuInit` on a machine
-  without a GPU before its logging is configured, so TF_CPP_MIN_LOG_LEVEL
-  cannot hide them and users read them as failures. They go to a temporary
-  file instead (file descriptor 2 is redirected for the duration), and are
-  shown only with --verbose.
+  TensorFlow's C++ runtime writes lines such as `I0000 ... oneDNN custom
+  operations are on`, `E0000 ... failed call to cuInit` (on any machine
+  without a GPU) and `E0000 ... oneDNN supports DT_INT32 only on platforms
+  with AVX-512` (at the first training step) straight to file descriptor 2,
+  before and regardless of its logging settings, so TF_CPP_MIN_LOG_LEVEL does
+  not hide them and users read them as failures. Unless `verbose`, file
+  descriptor 2 is pointed at /dev/null for the rest of the command, while
+  Python's `sys.stderr` (our messages, warnings, tracebacks) keeps writing to
+  the real standard error.
   """
   if "tensorflow" in sys.modules:
     return
-  with tempfile.TemporaryFile() as captured:
-    saved = os.dup(2)
-    sys.stderr.flush()
-    os.dup2(captured.fileno(), 2)
-    try:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.config.list_logical_devices()
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-    if verbose:
-      captured.seek(0)
-      sys.stderr.write(captured.read().decode(errors="replace"))
+  if not verbose:
+    _silence_native_stderr()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.list_logical_devices()
+
+
+def _silence_native_stderr() -> None:
+  sys.stdout.flush()
+  sys.stderr.flush()
+  terminal = os.fdopen(os.dup(2), "w", buffering=1,
+                       encoding=sys.stderr.encoding, errors="backslashreplace")
+  null = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  os.close(null)
+  sys.stderr = terminal
+  for handler in log.handlers:
+    if isinstance(handler, logging.StreamHandler):
+      handler.setStream(terminal)
 
 
 def run_cli(parser: argparse.ArgumentParser,

@@ -26,8 +26,11 @@ DATASETS = ("movielens", "csv", "synthetic")
 
 def setting(default, help: str, flag: Optional[str] = None,  # noqa: A002
             choices: Optional[Tuple[str, ...]] = None):
-  """A dataclass field that is also a command-line flag."""
-  metadata = {"help": help, "flag": flag, "choices": choices}
+  """A dataclass field that is also a command-line flag; `choices` are
+  listed in its help (RunConfig.check rejects others in one line)."""
+  if choices:
+    help = f"{help}; one of {', '.join(choices)}"  # noqa: A001
+  metadata = {"help": help, "flag": flag}
   if isinstance(default, (dict, list)):
     return dataclasses.field(default_factory=lambda: type(default)(default),
                              metadata=metadata)

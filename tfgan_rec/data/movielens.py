@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import tensorflow_datasets as tfds
 
 from tfgan_rec.data import csv_logs
 from tfgan_rec.data.dataset import Interactions
@@ -114,7 +115,6 @@ def _year_from_title(title: str) -> str:
 
 def _load_tfds(data_dir: Optional[str]) -> Optional[pd.DataFrame]:
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     builder = tfds.builder("movielens/100k-ratings", data_dir=data_dir)
     if not builder.is_prepared():
       if not _reachable(GROUPLENS_HOST):
