@@ -1,6 +1,6 @@
 """Training time, throughput and memory of each stage, by data size.
 
-    python benchmarks/training.py                    # 100K, 1M, 10M; 1 and 2 replicas
+    python benchmarks/training.py          # 100K, 1M, 10M; 1 and 2 replicas
     python benchmarks/training.py --sizes 100000 --replicas 1
 
 For each number of interactions and each replica count it starts a fresh
@@ -44,7 +44,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TUTORIAL_BATCH = 8192
-STAGES = ("synthetic", "data", "gan", "augmentation", "tfrs", "export", "tutorial")
+STAGES = ("synthetic", "data", "gan", "augmentation", "tfrs", "export",
+          "tutorial")
 
 
 def rss_bytes(pid: int) -> int:

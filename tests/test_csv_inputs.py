@@ -24,7 +24,8 @@ def run_cli(capsys, *args):
 def error_line(capsys, *args):
   code, err = run_cli(capsys, *args)
   assert code == 2
-  lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
+  lines = [line for line in err.strip().splitlines()
+           if line.startswith("error:")]
   assert len(lines) == 1, err
   assert "Traceback" not in err
   return lines[0]

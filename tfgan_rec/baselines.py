@@ -13,7 +13,6 @@ import numpy as np
 from scipy import sparse
 
 from tfgan_rec import evaluate
-from tfgan_rec.data import interaction_matrix
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +23,7 @@ EASE_DEFAULT_L2 = 500.0  # lambda when there is no validation split to tune it
 class MostPopular:
   """Scores items by their training interaction count.
 
+  >>> from tfgan_rec.data import interaction_matrix
   >>> train = interaction_matrix(np.array([1, 2]), np.array([1, 1]), 2, 2)
   >>> MostPopular(train).scores(np.array([1]))[0].tolist()
   [0.0, 2.0, 0.0]

@@ -286,7 +286,8 @@ def load_yaml(path: str) -> Dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
       values = yaml.safe_load(handle) or {}
   except FileNotFoundError:
-    raise InputError(f"config file '{path}' not found; check --config.") from None
+    raise InputError(f"config file '{path}' not found; check "
+                     f"--config.") from None
   except yaml.YAMLError as err:
     mark = getattr(err, "problem_mark", None)
     line = f" line {mark.line + 1}" if mark else ""

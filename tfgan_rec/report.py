@@ -133,7 +133,8 @@ def markdown_report(summary: RunSummary) -> str:
   if summary.new_items and summary.new_items.retrieval:
     lines += [new_item_table(summary.new_items, k), ""]
   lines += ["## Time (seconds)", "", "| stage | seconds |", "|---|---:|"]
-  lines += [f"| {stage} | {sec:.1f} |" for stage, sec in summary.seconds.items()]
+  lines += [f"| {stage} | {seconds:.1f} |"
+            for stage, seconds in summary.seconds.items()]
   if summary.exports:
     lines += ["", "## Exports", ""]
     lines += [f"- {name}: `{path}`" for name, path in summary.exports.items()]

@@ -2,9 +2,9 @@
 with baselines, export it for TF Serving.
 
     python -m tfgan_rec.train                       # MovieLens 100K
-    python -m tfgan_rec.train --ratings logs.csv --users users.csv --items items.csv
+    python -m tfgan_rec.train --ratings logs.csv --users u.csv --items i.csv
     python -m tfgan_rec.train --config best.yaml --seed 7
-    python -m tfgan_rec.train --test-fraction 0 --sparse-users 0   # production fit
+    python -m tfgan_rec.train --test-fraction 0 --sparse-users 0  # all data
 
 Each run writes config.yaml, metrics.json and report.md to its run folder
 (`--run-dir`, default runs/<time>-seed<seed>), keeps the trained model in

@@ -148,7 +148,8 @@ def choose_spaces(space: str, config: config_lib.RunConfig) -> List[str]:
   if unknown:
     raise InputError(f"--space '{unknown[0]}' is unknown; use "
                      f"{', '.join(SPACES)}.")
-  if config.augmentation.source != "gan" and set(spaces) & {"gan", "augmentation"}:
+  needs_gan = set(spaces) & {"gan", "augmentation"}
+  if config.augmentation.source != "gan" and needs_gan:
     raise InputError("--space gan/augmentation needs --augment gan.")
   return spaces
 
@@ -165,7 +166,8 @@ class SearchOptions:
   overwrite: bool = False
 
 
-def search(base: config_lib.RunConfig, options: SearchOptions) -> Dict[str, object]:
+def search(base: config_lib.RunConfig,
+           options: SearchOptions) -> Dict[str, object]:
   """Runs (or resumes) the search; writes trials.md, trials.json and
   best_config.yaml to the project folder and returns the summary."""
   split_data = pipeline.prepare(base.data, base.seed)

@@ -81,7 +81,7 @@ def _to_float(frame: pd.DataFrame, path: str, column: str,
 
 
 def _parse_timestamps(frame: pd.DataFrame, path: str) -> np.ndarray:
-  """Numeric (epoch) timestamps, or ISO-8601 dates converted to epoch seconds."""
+  """Numeric (epoch) timestamps, or ISO-8601 dates in epoch seconds."""
   text = frame["timestamp"].str.strip()
   numeric = pd.to_numeric(text, errors="coerce")
   if numeric.notna().mean() >= 0.5:  # Mostly epoch numbers: the rest are bad.
@@ -147,7 +147,8 @@ def read_features(path: str, id_column: str, flag: str) -> pd.DataFrame:
   repeated = np.flatnonzero(frame[id_column].duplicated().to_numpy())
   if repeated.size:
     raise InputError(f"{path} line {_line(repeated[0])}: {id_column} "
-                     f"'{frame[id_column].iloc[repeated[0]]}' appears more than "
+                     f"'{frame[id_column].iloc[repeated[0]]}' appears more "
+                     f"than "
                      f"once ({repeated.size} repeated rows); keep one row per "
                      f"{id_column}.")
   if len(frame.columns) == 1:

@@ -159,7 +159,7 @@ def read_grouplens_folder(folder: str) -> tuple:
 
 
 def read_recbole_wheel(wheel: str) -> tuple:
-  """Reads ML-100K's atomic files out of a recbole wheel without importing it."""
+  """Reads ML-100K's atomic files out of a recbole wheel (never imported)."""
   with zipfile.ZipFile(wheel) as archive:
     read = lambda suffix: pd.read_csv(
         archive.open(f"{RECBOLE_PREFIX}.{suffix}"), sep="\t", dtype=str,

@@ -9,6 +9,7 @@ items. Ratings are 1..5 from the same affinity. Sampling is vectorised over
 chunks of users.
 """
 import dataclasses
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def _sizes(config: SyntheticConfig):
 
 
 def _activity(rng, num_users: int, total: int, num_items: int) -> np.ndarray:
-  """Per-user interaction counts: heavy-tailed, at least 3, summing to ~total."""
+  """Per-user interaction counts: heavy-tailed, at least 3, about `total`."""
   raw = rng.pareto(1.5, num_users) + 1.0
   low, high = 3, max(3, num_items // 4)
   # Rescale until the clipped counts add up to the requested total.
@@ -93,13 +94,14 @@ def _item_features(rng, item_factors) -> pd.DataFrame:
                        "year": year.astype(int).astype(str)})
 
 
-def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> Interactions:
+def make_synthetic(config: Optional[SyntheticConfig] = None) -> Interactions:
   """Generates a dataset; the same config (and seed) gives the same data.
 
   >>> data = make_synthetic(SyntheticConfig(num_interactions=2000, seed=1))
   >>> sorted(data.ratings.columns)
   ['item_id', 'rating', 'timestamp', 'user_id']
   """
+  config = config or SyntheticConfig()
   rng = np.random.default_rng(config.seed)
   num_users, num_items = _sizes(config)
   dim = max(config.factors, len(GENRE_NAMES) + 1)

@@ -214,5 +214,6 @@ def train_recommender(config: RunConfig, split_data: SplitData,
                                         epochs=result.best_epoch))
   refit = fit_with_early_stopping(refit_config, split_data.data, train_rows,
                                   None, callbacks)
+  refit_history = [dict(r, refit=True) for r in refit.history]
   return FitResult(refit.model, result.best_epoch,
-                   result.history + [dict(r, refit=True) for r in refit.history])
+                   result.history + refit_history)
