@@ -121,8 +121,8 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
   # pylint: disable=g-import-not-at-top
   import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
   import tensorflow as tf
-  from tfgan_rec import augment, config as config_lib, data as data_lib
-  from tfgan_rec import export as export_lib
+  from tfgan_rec import augmentation, config as config_lib, data as data_lib
+  from tfgan_rec import pipeline
   from tfgan_rec.gan import trainer as trainer_lib
   from tfgan_rec.recommender import training
 
@@ -141,18 +141,20 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
 
   interactions = stages.run("synthetic", lambda: data_lib.load_interactions(
       config.data, config.seed))
-  prepared = stages.run("data", lambda: data_lib.prepare_interactions(
-      interactions, config.data, config.seed))
-  data, split = prepared.data, prepared.split
-  train_rows = training.TrainingRows.real(data, split.train)
+  split_data = stages.run("data", lambda: data_lib.split_data(
+      data_lib.encode(interactions, config.data.feature_kinds), config.data,
+      config.seed))
+  data, split = split_data.data, split_data.split
+  train_rows = split_data.examples("train")
   trainer = stages.run(
-      "gan", lambda: augment.fit_gan(config.gan, train_rows, data, seed),
+      "gan", lambda: augmentation.train_gan(config.gan, train_rows, data,
+                                            seed),
       lambda _, s: config.gan.steps * config.gan.batch_size / s)
   generated = stages.run(
-      "augmentation", lambda: augment.augment(trainer, train_rows, data,
-                                              config.augmentation),
+      "augmentation", lambda: augmentation.generate_interactions(
+          trainer, train_rows, data, config.augmentation),
       lambda g, s: len(np.unique(g.user)) / s)
-  rows = augment.concat(train_rows, generated)
+  rows = train_rows + generated
 
   def train_tfrs():
     tf.keras.utils.set_random_seed(seed)
@@ -164,8 +166,8 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
   model, tfrs_epochs = stages.run(
       "tfrs", train_tfrs, lambda r, _: len(rows.user) / r[1][-1])
   with tempfile.TemporaryDirectory() as directory:
-    stages.run("export", lambda: export_lib.export_trained(
-        model, prepared, config_lib.ExportConfig(export_dir=directory)))
+    config.export.export_dir = directory
+    stages.run("export", lambda: pipeline.export(model, split_data, config))
 
   def train_tutorial():
     users = data.user_ids[data.user[split.train] - 1].astype(str)
