@@ -213,17 +213,16 @@ def _new_item_embeddings(config, prepared, model, train_rows):
   counts = np.bincount(train_rows.item, minlength=data.num_items + 1)
   warm = np.flatnonzero(counts[1:]) + 1
   untrained = np.flatnonzero(counts[1:] == 0) + 1
-  if not len(untrained) or not data.item_features.specs:
+  if not len(untrained) or not data.item_features.columns:
     if len(untrained):
       log.info("%d items have no interactions and no content features; "
                "they keep their tower embeddings.", len(untrained))
     return None, untrained[:0]
   candidates = training.item_matrix(model)
   generator = item_generator.train_item_generator(
-      data.item_features.values, data.item_features.specs, warm,
-      candidates[warm], seed=config.seed)
+      data.item_features, warm, candidates[warm], seed=config.seed)
   candidates[untrained] = item_generator.generate_item_embeddings(
-      generator, data.item_features.values, untrained, seed=config.seed)
+      generator, data.item_features, untrained, seed=config.seed)
   return candidates, untrained
 
 
