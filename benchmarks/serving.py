@@ -48,7 +48,7 @@ def synthetic_catalogue(num_items: int, seed: int) -> EncodedData:
   rng = np.random.default_rng(seed)
   user = np.repeat(np.arange(1, NUM_USERS + 1), ITEMS_PER_USER)
   item = np.minimum(rng.zipf(1.2, len(user)), num_items).astype(np.int64)
-  empty = features_lib.FeatureTable([], {}, {})
+  empty = features_lib.FeatureTable()
   return EncodedData(
       user_ids=np.array([f"u{i}" for i in range(NUM_USERS)], dtype=object),
       item_ids=np.array([f"i{i}" for i in range(num_items)], dtype=object),

@@ -43,6 +43,6 @@ def serving_export(trained, tmp_path_factory):
   paths = saved_models.export_models(
       result.model, data.user_ids, data.item_ids, data.user[train],
       data.item[train], export_dir, top_k=10,
-      user_columns=data.user_features.columns)
+      user_columns=list(data.user_features.columns))
   loaded = {name: tf.saved_model.load(path) for name, path in paths.items()}
   return ready, paths, loaded

@@ -89,10 +89,10 @@ def test_content_generator_places_new_items_near_similar_warm_items(trained):
   held = rng.choice(items, len(items) // 10, replace=False)
   warm = np.setdiff1d(items, held)
   generator = item_generator.train_item_generator(
-      data.item_features.values, data.item_features.specs, warm,
-      embeddings[warm], item_generator.ItemGANConfig(steps=400), seed=0)
+      data.item_features, warm, embeddings[warm],
+      item_generator.ItemGANConfig(steps=400), seed=0)
   generated = item_generator.generate_item_embeddings(
-      generator, data.item_features.values, held)
+      generator, data.item_features, held)
   assert np.allclose(np.linalg.norm(generated, axis=1), 1.0, atol=1e-4)
   # Held-out items' generated embeddings point toward their true embeddings
   # far more than a random other item's do.

@@ -5,7 +5,9 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
+from tfgan_rec import layers
 from tfgan_rec.data import dataset, features, movielens, synthetic
 from tfgan_rec.errors import InputError
 
@@ -80,16 +82,31 @@ def test_feature_kinds_inferred():
                         "genres": ["a|b", "b", ""],
                         "title": ["the big film", "small film two", "x y"]},
                        index=["u1", "u2", "u3"])
-  table = features.encode_features(frame, ["u1", "u2", "u3", "u4"])
-  kinds = {s.name: s.kind for s in table.specs}
+  table = features.feature_table(frame, ["u1", "u2", "u3", "u4"])
+  assert table.kinds == {"age": "numeric", "gender": "categorical",
+                         "genres": "tokens", "title": "tokens"}
+  # Row 0 is the unknown entity and u4 has no row: their text is "".
+  assert table.columns["age"].tolist() == ["", "24", "53", "", ""]
+  assert table.columns["genres"].tolist() == ["", "a|b", "b", "", ""]
+  preprocessing = layers.FeaturePreprocessing.adapted(table)
+  kinds = {name: f.kind for name, f in preprocessing.encoded_features.items()}
   assert kinds == {"age": "numeric", "age_bucket": "categorical",
                    "gender": "categorical", "genres": "tokens",
                    "title": "tokens"}
-  # Row 0 is the unknown entity; u3's missing age is the mean (0), u4 unknown.
-  assert table.values["age"][[0, 3, 4]].tolist() == [0.0, 0.0, 0.0]
-  assert table.values["gender"][0] == 0 and table.values["gender"][4] == 0
-  assert table.values["genres"].shape == (5, features.MAX_TOKENS)
-  assert (table.values["genres"][1] > 0).sum() == 2
+  encoded = {name: values.numpy() for name, values in preprocessing(
+      {name: tf.constant(column) for name, column in table.columns.items()}
+  ).items()}
+  # u3's missing age is the mean (0), u4 unknown.
+  assert encoded["age"][[0, 3, 4]].tolist() == [0.0, 0.0, 0.0]
+  assert encoded["gender"][0] == 0 and encoded["gender"][4] == 0
+  assert encoded["genres"].shape == (5, layers.MAX_TOKENS)
+  assert (encoded["genres"][1] > 0).sum() == 2
+
+
+def test_kinds_can_be_overridden():
+  frame = pd.DataFrame({"zip": ["85711", "94043"]}, index=["u1", "u2"])
+  table = features.feature_table(frame, ["u1", "u2"], {"zip": "categorical"})
+  assert table.kinds == {"zip": "categorical"}
 
 
 def test_encode_reserves_index_zero():

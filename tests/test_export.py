@@ -20,7 +20,8 @@ def exported(trained, tmp_path_factory):
   paths = saved_models.export_models(result.model, data.user_ids, data.item_ids,
                                    data.user[train], data.item[train],
                                    export_dir, top_k=10,
-                                   user_columns=data.user_features.columns)
+                                   user_columns=list(
+                                       data.user_features.columns))
   return ready, result, export_dir, paths
 
 

@@ -2,9 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import baselines, evaluate
+from tfgan_rec import baselines, evaluate, layers
 from tfgan_rec.recommender import model as model_lib
-from tfgan_rec.recommender import towers
 from tfgan_rec.recommender import training
 
 
@@ -76,7 +75,7 @@ def test_train_step_does_not_retrace_after_its_first_call(prepared):
 
 
 def test_pooled_embedding_is_the_mean_of_present_ids_with_a_dense_gradient():
-  layer = towers.PooledEmbedding(6, 3)
+  layer = layers.PooledEmbedding(6, 3)
   bags = tf.constant([[1, 2, 0, 2], [0, 0, 0, 0], [5, 0, 0, 0]])
   with tf.GradientTape() as tape:
     pooled = layer(bags)

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfgan_rec import saved_models
+from tfgan_rec.recommender import training
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_unknown_user_gets_popular_candidates(exported):
 def test_recommend_for_features_excludes_liked_items(exported):
   ready, _, loaded = exported
   serve = loaded["recommend"].signatures["recommend_for_features"]
-  names = [c.name for c in ready.data.user_features.columns]
+  names = list(ready.data.user_features.columns)
   assert names == ["age", "gender", "occupation"]
   liked = ready.data.item_ids[:3].astype(str)
   out = serve(age=tf.constant(["31", ""]),
@@ -87,25 +88,39 @@ def test_recommend_for_features_excludes_liked_items(exported):
   assert set(other["item_ids"].numpy()[0].astype(str)) != set(ids[0])
 
 
-def test_raw_features_encode_like_training(exported):
-  from tfgan_rec import serving
-  from tfgan_rec.data import features
-  ready, _, _ = exported
-  table = ready.data.user_features
-  encoder = serving.RawFeatureEncoder(table.columns)
-  gender = table.vocabularies["gender"][table.values["gender"][1] - 1]
-  encoded = encoder({"age": tf.constant(["", "35"]),
-                     "gender": tf.constant([gender, "?"]),
-                     "occupation": tf.constant(["unheard-of", "student"])})
-  assert encoded["gender"].numpy().tolist() == [table.values["gender"][1], 0]
-  assert encoded["occupation"].numpy()[0] == 0
-  assert encoded["occupation"].numpy()[1] == (
-      table.vocabularies["occupation"].index("student") + 1)
-  age = next(c for c in table.columns if c.name == "age")
-  assert encoded["age"].numpy().tolist() == pytest.approx(
-      [0.0, (35 - age.mean) / age.std], rel=1e-5)
-  assert encoded["age_bucket"].numpy().tolist() == [
-      0, int(features.bucketize(np.array([35.0]), age.edges)[0])]
+def test_recommend_for_features_matches_the_model_in_process(trained,
+                                                           exported):
+  _, ready, result = trained
+  _, _, loaded = exported
+  model, data, user = result.model, ready.data, 1
+  raw = {name: tf.constant([column[user]])
+         for name, column in data.user_features.columns.items()}
+  liked = ready.train[user].indices[:5].astype(np.int32)
+  nobody, history = tf.zeros([1], tf.int32), tf.constant([liked])
+  # The request's raw strings encode as the model's own table row does.
+  query = model.query_tower(nobody, raw, history)
+  stored = {name: tf.gather(table, [user])
+            for name, table in model.user_features.items()}
+  np.testing.assert_allclose(
+      query.numpy(), model.query_tower(nobody, stored, history,
+                                       preprocessed=True).numpy(),
+      rtol=1e-6, atol=1e-6)
+  out = loaded["recommend"].signatures["recommend_for_features"](
+      **raw, liked_item_ids=tf.constant([data.item_ids[liked - 1].astype(str)]),
+      k=tf.constant([5], tf.int32))
+  # The same two stages in process: the best 100 by the query (neither
+  # padding nor liked items), re-ranked by predicted rating.
+  scores = (query.numpy() @ training.item_matrix(model).T)[0]
+  scores[[0, *liked]] = -np.inf
+  candidates = np.argsort(-scores)[:min(100, data.num_items)]
+  ratings = model.predict_rating(
+      tf.repeat(query, len(candidates), axis=0),
+      model.item_embeddings(tf.constant(candidates, tf.int32))).numpy()
+  best = np.argsort(-ratings)[:5]
+  assert (out["item_ids"].numpy()[0].astype(str).tolist() ==
+          data.item_ids[candidates[best] - 1].tolist())
+  np.testing.assert_allclose(out["scores"].numpy()[0], ratings[best],
+                             rtol=1e-4, atol=1e-4)
 
 
 def test_group_strategies_and_exclusion(exported):

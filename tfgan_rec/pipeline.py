@@ -165,17 +165,17 @@ def generate_new_item_embeddings(config: RunConfig, split_data: SplitData,
   counts = np.bincount(rows.item, minlength=data.num_items + 1)
   warm = np.flatnonzero(counts[1:]) + 1
   untrained = np.flatnonzero(counts[1:] == 0) + 1
-  if not len(untrained) or not data.item_features.specs:
+  if not len(untrained) or not data.item_features.columns:
     if len(untrained):
       log.info("%d items have no interactions and no content features; "
                "they keep their tower embeddings.", len(untrained))
     return None, untrained[:0]
   candidates = training.item_matrix(model)
   generator = item_generator.train_item_generator(
-      data.item_features.values, data.item_features.specs, warm,
-      candidates[warm], config.item_gan, seed=config.seed)
+      data.item_features, warm, candidates[warm], config.item_gan,
+      seed=config.seed)
   candidates[untrained] = item_generator.generate_item_embeddings(
-      generator, data.item_features.values, untrained, seed=config.seed)
+      generator, data.item_features, untrained, seed=config.seed)
   return candidates, untrained
 
 
@@ -242,7 +242,7 @@ def export(model: TwoStageModel, split_data: SplitData, config: RunConfig,
   return saved_models.export_models(
       model, data.user_ids, data.item_ids, data.user[train], data.item[train],
       settings.export_dir, settings.top_k, settings.keep_versions, candidates,
-      data.user_features.columns)
+      list(data.user_features.columns))
 
 
 def save_trained(model: TwoStageModel, run_dir: str,

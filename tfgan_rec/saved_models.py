@@ -116,7 +116,7 @@ def warmup_requests(user_ids: np.ndarray, item_ids: np.ndarray,
   users = np.asarray(user_ids[:2], dtype=object).astype(bytes)
   items = np.asarray(item_ids[:2], dtype=object).astype(bytes)
   k = np.array([5, 5], np.int32)
-  features = {c.name: np.array([b"", b""]) for c in user_columns}
+  features = {name: np.array([b"", b""]) for name in user_columns}
   return {
       "retrieval": {"serving_default": {"user_id": users}},
       "ranking": {"serving_default": {"user_id": users, "item_id": items}},
@@ -141,14 +141,14 @@ def export_models(model: TwoStageModel, user_ids: np.ndarray,
 
   `candidates` ([num_items + 1, dim]) replaces the retrieval index's item
   embeddings, e.g. with generated ones for items nobody has rated;
-  `user_columns` (the user features' `RawColumn`s) define the inputs of
-  `recommend_for_features`.
+  `user_columns` (the names of the raw user feature columns, the model's)
+  are the feature inputs of `recommend_for_features`.
   """
   version = next_version(export_dir)
   catalogue = (model, user_ids, item_ids, train_user, train_item)
   retrieval = serving.RetrievalModule(*catalogue, candidates=candidates,
                                       top_k=top_k)
-  ranking = serving.RankingModule(*catalogue)
+  ranking = serving.RankingModule(model, user_ids, item_ids)
   recommend = serving.RecommendModule(*catalogue, candidates=candidates,
                                       user_columns=user_columns)
   signatures = {

@@ -17,16 +17,14 @@ A user's (or every group member's) training items are never recommended;
 unknown users get popular items. Bad requests (empty batch, k out of range,
 unknown strategy) fail with an InvalidArgument error naming the input.
 """
-from typing import Dict, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec.data import features as features_lib
 from tfgan_rec.recommender.model import TwoStageModel
 
 STRATEGIES = ("average", "least_misery", "most_pleasure")
-_WORD_SEPARATORS = "[^a-z0-9']+"
 
 
 def _string_lookup(ids) -> tf.keras.layers.StringLookup:
@@ -42,70 +40,24 @@ def _ragged_rows(user: np.ndarray, item: np.ndarray, num_users: int):
   return item[order].astype(np.int32), splits
 
 
-class RawFeatureEncoder(tf.Module):
-  """Encodes raw feature strings in-graph exactly as `data.features` did in
-  training (vocabularies, normalisation, deciles, token bags)."""
+class _IdLookups(tf.Module):
+  """The model and its user and item ID lookups."""
 
-  def __init__(self, columns: Sequence[features_lib.RawColumn]):
+  def __init__(self, model: TwoStageModel, user_ids, item_ids):
     super().__init__()
-    self.columns = list(columns)
-    self.lookups = {c.name: _string_lookup(c.vocabulary) for c in self.columns
-                    if c.kind != features_lib.NUMERIC and c.vocabulary}
-
-  def _tokens(self, name: str, text: tf.Tensor) -> tf.Tensor:
-    lower = tf.strings.lower(text)
-    # Per value, as in training: split on "|" if present, else into words.
-    words = tf.strings.regex_replace(lower, _WORD_SEPARATORS, "|")
-    joined = tf.where(tf.strings.regex_full_match(lower, r".*\|.*"), lower,
-                      words)
-    tokens = tf.strings.strip(tf.strings.split(joined, "|"))
-    ids = tf.ragged.map_flat_values(self.lookups[name], tokens)
-    ids = tf.ragged.boolean_mask(ids, tf.not_equal(tokens, ""))
-    ids = ids.to_tensor(default_value=0)[:, :features_lib.MAX_TOKENS]
-    pad = features_lib.MAX_TOKENS - tf.shape(ids)[1]
-    return tf.cast(tf.pad(ids, [[0, 0], [0, pad]]), tf.int32)
-
-  def __call__(self, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    encoded = {}
-    for column in self.columns:
-      text = tf.strings.strip(raw[column.name])
-      if column.kind == features_lib.NUMERIC:
-        is_number = tf.strings.regex_full_match(
-            text, r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-        check = tf.debugging.assert_equal(
-            tf.reduce_all(is_number | (text == "")), True,
-            message=f"{column.name} must be a number, or \"\" if unknown")
-        with tf.control_dependencies([check]):
-          number = tf.strings.to_number(
-              tf.where(text == "", "nan", text), tf.float32)
-        missing = tf.math.is_nan(number)
-        encoded[column.name] = tf.where(
-            missing, 0.0, (number - column.mean) / column.std)
-        edges = tf.constant(column.edges, tf.float32, shape=[len(column.edges)])
-        # Like np.searchsorted(edges, x, side="right") + 1 in training.
-        bucket = 1 + tf.reduce_sum(
-            tf.cast(edges[None, :] <= number[:, None], tf.int32), axis=1)
-        encoded[f"{column.name}_bucket"] = tf.where(
-            missing, 0, tf.cast(bucket, tf.int32))
-      elif column.kind == features_lib.TOKENS:
-        encoded[column.name] = self._tokens(column.name, text)
-      else:
-        encoded[column.name] = tf.cast(self.lookups[column.name](text),
-                                       tf.int32)
-    return encoded
+    self.model = model
+    self.user_lookup = _string_lookup(user_ids)
+    self.item_lookup = _string_lookup(item_ids)
 
 
-class _Catalogue(tf.Module):
-  """What every serving module shares: ID lookups, the candidate index,
+class _Catalogue(_IdLookups):
+  """What the retrieving modules share: ID lookups, the candidate index,
   each user's training items, and popularity."""
 
   def __init__(self, model: TwoStageModel, user_ids, item_ids, train_user,
                train_item, candidates=None):
-    super().__init__()
-    self.model = model
+    super().__init__(model, user_ids, item_ids)
     self.num_items = model.num_items
-    self.user_lookup = _string_lookup(user_ids)
-    self.item_lookup = _string_lookup(item_ids)
     self.item_vocabulary = tf.constant(
         np.concatenate([[""], np.asarray(item_ids, dtype=str)]))
     if candidates is None:
@@ -179,7 +131,7 @@ class RetrievalModule(_Catalogue):
     return {"item_ids": self.to_ids(best.indices), "scores": best.values}
 
 
-class RankingModule(_Catalogue):
+class RankingModule(_IdLookups):
   """Predicted rating for (user ID, item ID) pairs; unknown IDs are scored
   from what is known about them, never an error."""
 
@@ -203,13 +155,16 @@ class RecommendModule(_Catalogue):
   """Two-stage recommendation: retrieve `num_candidates`, re-rank them by
   predicted rating, return the best k (1 <= k <= max_k)."""
 
-  def __init__(self, *args, user_columns=(), num_candidates: int = 100,
-               max_k: int = 50, **kwargs):
+  def __init__(self, *args, user_columns: Optional[Sequence[str]] = None,
+               num_candidates: int = 100, max_k: int = 50, **kwargs):
     super().__init__(*args, **kwargs)
     self.num_candidates = min(num_candidates, self.num_items)
     self.max_k = min(max_k, self.num_candidates)
-    self.raw_features = RawFeatureEncoder(user_columns)
-    self.feature_names = [c.name for c in user_columns]
+    # One string input per raw user feature column the query tower encodes.
+    self.feature_names = list(self.model.user_preprocessing.kinds)
+    if user_columns is not None and list(user_columns) != self.feature_names:
+      raise ValueError(f"user_columns {list(user_columns)} are not the "
+                       f"model's raw user features {self.feature_names}.")
     self.recommend_for_features = tf.function(
         self._for_features,
         input_signature=[
@@ -282,8 +237,8 @@ class RecommendModule(_Catalogue):
       liked = tf.cast(self.item_lookup(liked_item_ids), tf.int32)
     # Unknown liked IDs and "" padding both map to 0, which pools as empty.
     user = tf.zeros_like(k)
-    encoded = self.raw_features(features)
-    query = self.model.query_tower(user, encoded, liked)
+    # The raw strings go to the query tower's own FeaturePreprocessing.
+    query = self.model.query_tower(user, features, liked)
     # Liked items are excluded, and "" (item 0, the padding) with them.
     rows = tf.repeat(tf.range(tf.shape(liked)[0]), tf.shape(liked)[1])
     liked_pairs = tf.stack([rows, tf.reshape(liked, [-1])], axis=1)

@@ -1,4 +1,4 @@
-"""The in-memory form of a dataset, raw and integer-encoded."""
+"""The in-memory form of a dataset: raw, and with integer entity indices."""
 import dataclasses
 import logging
 from typing import Dict, Optional
@@ -26,7 +26,7 @@ class Interactions:
 
 @dataclasses.dataclass
 class EncodedData:
-  """Integer-encoded interactions.
+  """Interactions by entity index, with each entity type's raw features.
 
   Index 0 is reserved for an unknown user / item; entity i+1 is
   `user_ids[i]` / `item_ids[i]`. The item catalogue is every item that was
@@ -54,11 +54,6 @@ class EncodedData:
   def __len__(self) -> int:
     return len(self.user)
 
-  def take(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
-    """The interaction columns restricted to `rows`."""
-    return {name: getattr(self, name)[rows]
-            for name in ("user", "item", "rating", "timestamp")}
-
 
 def _vocabulary(rated: pd.Series, table: Optional[pd.DataFrame]) -> np.ndarray:
   ids = pd.Index(rated.unique())
@@ -69,7 +64,8 @@ def _vocabulary(rated: pd.Series, table: Optional[pd.DataFrame]) -> np.ndarray:
 
 def encode(data: Interactions,
            feature_kinds: Optional[Dict[str, str]] = None) -> EncodedData:
-  """Maps string IDs to indices (0 reserved) and encodes feature tables."""
+  """Maps string IDs to indices (0 reserved) and aligns the feature tables
+  with them."""
   user_ids = _vocabulary(data.ratings["user_id"], data.users)
   item_ids = _vocabulary(data.ratings["item_id"], data.items)
   user_index = pd.Index(user_ids).get_indexer(data.ratings["user_id"]) + 1
@@ -81,8 +77,8 @@ def encode(data: Interactions,
       item=item_index.astype(np.int32),
       rating=data.ratings["rating"].to_numpy(np.float32),
       timestamp=data.ratings["timestamp"].to_numpy(np.float64),
-      user_features=features_lib.encode_features(data.users, user_ids,
+      user_features=features_lib.feature_table(data.users, user_ids,
                                                  feature_kinds),
-      item_features=features_lib.encode_features(data.items, item_ids,
+      item_features=features_lib.feature_table(data.items, item_ids,
                                                  feature_kinds),
       source=data.source)

@@ -1,4 +1,4 @@
-"""Types and encodes user and item feature columns.
+"""Types user and item feature columns and aligns them with the entity index.
 
 A column is typed from its values:
 - numeric (every non-empty value parses as a number): a z-normalised float
@@ -8,58 +8,30 @@ A column is typed from its values:
   word tokens;
 - anything else: categorical, one vocabulary entry per value.
 
-Encoded tables have one row per entity plus row 0 for "unknown": index 0 is
-also the out-of-vocabulary / missing value of every categorical and token
-feature, and numeric features are 0 (the mean) there.
+Tables keep the raw text, one row per entity plus row 0 for "unknown" (all
+""); `tfgan_rec.layers.FeaturePreprocessing` encodes them, in the graph, the
+same way for training and serving. There, index 0 is the out-of-vocabulary /
+missing value of every categorical and token feature, and numeric features
+are 0 (the mean) when missing.
 """
-import collections
 import dataclasses
-import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 NUMERIC, CATEGORICAL, TOKENS = "numeric", "categorical", "tokens"
-NUM_BUCKETS = 10
-MAX_TOKENS = 16
-MAX_VOCAB = 50_000
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureSpec:
-  """How one encoded feature looks: kind, vocabulary size (0 = OOV) and the
-  number of values per row (1, or MAX_TOKENS for token bags)."""
-  name: str
-  kind: str
-  vocab_size: int = 0
-  length: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class RawColumn:
-  """How one raw text column was encoded, so new raw values (a new user's
-  features at serving time) are encoded the same way."""
-  name: str
-  kind: str
-  vocabulary: Tuple[str, ...] = ()
-  mean: float = 0.0
-  std: float = 1.0
-  edges: Tuple[float, ...] = ()
 
 
 @dataclasses.dataclass
 class FeatureTable:
-  """Encoded features of one entity type, row i+1 = vocabulary entry i."""
-  specs: List[FeatureSpec]
-  values: Dict[str, np.ndarray]
-  vocabularies: Dict[str, List[str]]
-  columns: List[RawColumn] = dataclasses.field(default_factory=list)
+  """Raw feature columns of one entity type, aligned with its index.
 
-  @property
-  def num_rows(self) -> int:
-    return len(next(iter(self.values.values()))) if self.values else 0
+  `columns[name][i]` is the text of entity i (row 0: the unknown entity, "";
+  entities without a value: ""), `kinds[name]` how the column is encoded.
+  """
+  columns: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  kinds: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _is_numeric(values: pd.Series) -> bool:
@@ -79,89 +51,25 @@ def infer_kind(values: pd.Series) -> str:
   return CATEGORICAL
 
 
-def _tokenize(value: str) -> List[str]:
-  """`|`-separated values (genres) split on `|`, other text into words."""
-  if "|" in value:
-    return [t.strip().lower() for t in value.split("|") if t.strip()]
-  return _WORD.findall(value.lower())
-
-
-def _vocabulary(counts: collections.Counter, min_count: int) -> List[str]:
-  kept = [v for v, c in counts.most_common(MAX_VOCAB) if c >= min_count]
-  return sorted(kept)
-
-
-def _encode_categorical(values: Sequence[str], vocab: List[str]) -> np.ndarray:
-  index = {v: i + 1 for i, v in enumerate(vocab)}
-  return np.array([index.get(v, 0) for v in values], dtype=np.int32)
-
-
-def _encode_tokens(values: Sequence[str], vocab: List[str]) -> np.ndarray:
-  index = {v: i + 1 for i, v in enumerate(vocab)}
-  out = np.zeros((len(values), MAX_TOKENS), dtype=np.int32)
-  for row, value in enumerate(values):
-    ids = [index[t] for t in _tokenize(value) if t in index][:MAX_TOKENS]
-    out[row, :len(ids)] = ids
-  return out
-
-
-def _numeric_columns(name: str, values: pd.Series, specs, encoded,
-                     vocabs) -> RawColumn:
-  numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
-  present = numbers.dropna()
-  mean, std = float(present.mean()), float(present.std() or 1.0)
-  encoded[name] = ((numbers - mean) / std).fillna(0.0).to_numpy(np.float32)
-  specs.append(FeatureSpec(name, NUMERIC))
-  edges = np.unique(np.quantile(present, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1]))
-  encoded[f"{name}_bucket"] = bucketize(numbers.to_numpy(), edges)
-  vocabs[f"{name}_bucket"] = [f"<={e:g}" for e in edges] + [">"]
-  specs.append(FeatureSpec(f"{name}_bucket", CATEGORICAL, len(edges) + 2))
-  return RawColumn(name, NUMERIC, mean=mean, std=std,
-                   edges=tuple(float(e) for e in edges))
-
-
-def bucketize(numbers: np.ndarray, edges) -> np.ndarray:
-  """Bucket 1..len(edges)+1 by the edges; 0 for a missing (NaN) value."""
-  buckets = np.searchsorted(np.asarray(edges), numbers, side="right") + 1
-  buckets[np.isnan(numbers)] = 0
-  return buckets.astype(np.int32)
-
-
-def encode_features(frame: Optional[pd.DataFrame], ids: Sequence[str],
-                    kinds: Optional[Dict[str, str]] = None) -> FeatureTable:
-  """Encodes `frame` (indexed by ID, text cells) for the entities `ids`.
+def feature_table(frame: Optional[pd.DataFrame], ids: Sequence[str],
+                  kinds: Optional[Dict[str, str]] = None) -> FeatureTable:
+  """The raw columns of `frame` (indexed by ID, text cells) for entities `ids`.
 
   `kinds` overrides the inferred kind of named columns. IDs without a row get
-  missing values. Example:
+  missing values (""), and so does row 0, the unknown entity. Example:
 
   >>> users = pd.DataFrame({"age": ["24", "53"]}, index=["u1", "u2"])
-  >>> table = encode_features(users, ["u1", "u2", "u3"])
-  >>> [s.name for s in table.specs], table.values["age"].shape
-  (['age', 'age_bucket'], (4,))
+  >>> table = feature_table(users, ["u1", "u2", "u3"])
+  >>> table.kinds, table.columns["age"].tolist()
+  ({'age': 'numeric'}, ['', '24', '53', ''])
   """
-  specs, encoded, vocabs, columns = [], {}, {}, []
+  table = FeatureTable()
   if frame is None or frame.shape[1] == 0:
-    return FeatureTable(specs, encoded, vocabs, columns)
+    return table
   aligned = frame.reindex(list(ids)).fillna("")
   for name in aligned.columns:
     values = aligned[name].astype(str).str.strip()
-    # Row 0 of every table is the unknown entity.
-    padded = pd.concat([pd.Series([""]), values], ignore_index=True)
-    kind = (kinds or {}).get(name) or infer_kind(values)
-    if kind == NUMERIC:
-      columns.append(_numeric_columns(name, padded, specs, encoded, vocabs))
-    elif kind == TOKENS:
-      counts = collections.Counter(t for v in values for t in _tokenize(v))
-      vocab = _vocabulary(counts, min_count=2 if len(counts) > 1000 else 1)
-      encoded[name] = _encode_tokens(padded.tolist(), vocab)
-      vocabs[name] = vocab
-      specs.append(FeatureSpec(name, TOKENS, len(vocab) + 1, MAX_TOKENS))
-      columns.append(RawColumn(name, TOKENS, tuple(vocab)))
-    else:
-      counts = collections.Counter(v for v in values if v)
-      vocab = _vocabulary(counts, min_count=1)
-      encoded[name] = _encode_categorical(padded.tolist(), vocab)
-      vocabs[name] = vocab
-      specs.append(FeatureSpec(name, CATEGORICAL, len(vocab) + 1))
-      columns.append(RawColumn(name, CATEGORICAL, tuple(vocab)))
-  return FeatureTable(specs, encoded, vocabs, columns)
+    table.kinds[name] = (kinds or {}).get(name) or infer_kind(values)
+    table.columns[name] = np.concatenate(
+        [[""], values.to_numpy(dtype=object)]).astype(object)
+  return table

@@ -10,20 +10,26 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
-from tfgan_rec.recommender.towers import FeatureEncoder, mlp
+from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
 
 
 class ConditionEncoder(tf.keras.layers.Layer):
-  """(user features, partial history vector) -> one condition vector."""
+  """(raw user features, partial history vector) -> one condition vector.
 
-  def __init__(self, feature_specs, feature_dim: int, hidden: int, **kwargs):
+  The condition is {"features": {name: string [batch]}, "history": float
+  [batch, num_items + 1]}; the features go through a `FeatureEncoder` over
+  the shared user `FeaturePreprocessing`.
+  """
+
+  def __init__(self, preprocessing: FeaturePreprocessing, feature_dim: int,
+               hidden: int, **kwargs):
     super().__init__(**kwargs)
-    self.features = FeatureEncoder(feature_specs, feature_dim)
+    self.features = FeatureEncoder(preprocessing, feature_dim)
     self.history = tf.keras.layers.Dense(hidden, activation="gelu")
 
   def call(self, condition: Dict[str, tf.Tensor]) -> tf.Tensor:
     parts = [self.history(condition["history"])]
-    if self.features.specs:
+    if self.features.has_features:
       parts.append(self.features(condition["features"]))
     return tf.concat(parts, axis=-1)
 
@@ -31,15 +37,18 @@ class ConditionEncoder(tf.keras.layers.Layer):
 class Generator(tf.keras.Model):
   """G(condition, z) -> preference scores [batch, num_items + 1] in [0, 1].
 
-  >>> g = Generator(num_items=5, feature_specs=[], noise_dim=4)  # doctest: +SKIP
-  >>> g({"features": {}, "history": tf.zeros([2, 6])}, tf.zeros([2, 4]))  # doctest: +SKIP
+  >>> no_features = FeaturePreprocessing({})
+  >>> g = Generator(num_items=5, preprocessing=no_features, noise_dim=4)
+  >>> g({"features": {}, "history": tf.zeros([2, 6])}, tf.zeros([2, 4])).shape
+  TensorShape([2, 6])
   """
 
-  def __init__(self, num_items: int, feature_specs, noise_dim: int = 32,
-               hidden: Sequence[int] = (256,), feature_dim: int = 8, **kwargs):
+  def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
+               noise_dim: int = 32, hidden: Sequence[int] = (256,),
+               feature_dim: int = 8, **kwargs):
     super().__init__(**kwargs)
     self.noise_dim = noise_dim
-    self.condition = ConditionEncoder(feature_specs, feature_dim, hidden[0])
+    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0])
     self.body = mlp(hidden, num_items + 1, "generator_mlp")
 
   def call(self, condition, noise, training=None):
@@ -50,10 +59,10 @@ class Generator(tf.keras.Model):
 class Discriminator(tf.keras.Model):
   """D(vector, condition) -> real/fake logit [batch]."""
 
-  def __init__(self, num_items: int, feature_specs,
+  def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
                hidden: Sequence[int] = (256,), feature_dim: int = 8, **kwargs):
     super().__init__(**kwargs)
-    self.condition = ConditionEncoder(feature_specs, feature_dim, hidden[0])
+    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0])
     self.vector = tf.keras.layers.Dense(hidden[0], activation="gelu")
     self.body = mlp(hidden, 1, "discriminator_mlp")
 

@@ -21,8 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_rec.config import GANConfig
+from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import losses
 from tfgan_rec.gan.models import Discriminator, Generator
+from tfgan_rec.layers import FeaturePreprocessing
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +51,20 @@ def use_logical_cpus(count: int) -> None:
 
 @dataclasses.dataclass
 class GANData:
-  """What the GAN trains on: each user's training items and features."""
+  """What the GAN trains on: each user's training items and raw features."""
   num_items: int
   seen_items: np.ndarray  # flat item indices, grouped by user
   seen_splits: np.ndarray  # row splits over users 0..num_users
-  user_features: Dict[str, np.ndarray]
-  feature_specs: list
+  user_features: FeatureTable  # raw, row i = user i
   train_users: np.ndarray  # users with at least one training interaction
 
   @classmethod
   def from_rows(cls, user: np.ndarray, item: np.ndarray, num_users: int,
-                num_items: int, features) -> "GANData":
+                num_items: int, features: FeatureTable) -> "GANData":
     order = np.lexsort((item, user))
     counts = np.bincount(user, minlength=num_users + 1)
     splits = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return cls(num_items, item[order].astype(np.int32), splits,
-               dict(features.values), list(features.specs),
+    return cls(num_items, item[order].astype(np.int32), splits, features,
                np.flatnonzero(counts).astype(np.int32))
 
 
@@ -98,13 +98,17 @@ class GANTrainer:
     self.seen_values = tf.constant(data.seen_items)
     self.seen_splits = tf.constant(data.seen_splits)
     self.train_users = tf.constant(data.train_users)
-    self.features = {k: tf.constant(v) for k, v in data.user_features.items()}
+    # Raw strings, as constants (fine under any strategy); the generator's
+    # and the discriminator's FeatureEncoders share one preprocessing.
+    self.features = {name: tf.constant(column, tf.string) for name, column
+                     in data.user_features.columns.items()}
+    preprocessing = FeaturePreprocessing.adapted(data.user_features)
     with self.strategy.scope():
       tf.keras.utils.set_random_seed(seed)
-      self.generator = Generator(data.num_items, data.feature_specs,
+      self.generator = Generator(data.num_items, preprocessing,
                                  config.noise_dim, config.hidden,
                                  config.feature_dim)
-      self.discriminator = Discriminator(data.num_items, data.feature_specs,
+      self.discriminator = Discriminator(data.num_items, preprocessing,
                                          config.hidden, config.feature_dim)
       self.g_optimizer = tf.keras.optimizers.Adam(config.g_learning_rate,
                                                   beta_1=0.5)
@@ -154,6 +158,8 @@ class GANTrainer:
   # --- input -----------------------------------------------------------------
 
   def _condition(self, users, history):
+    """The generator's and discriminator's input: the users' raw features
+    and the given history rows."""
     features = {k: tf.gather(v, users) for k, v in self.features.items()}
     return {"features": features, "history": history}
 
