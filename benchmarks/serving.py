@@ -31,10 +31,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfgan_rec import config as config_lib
-from tfgan_rec import export as export_lib
-from tfgan_rec import serving
+from tfgan_rec import saved_models, signatures
 from tfgan_rec.data import features as features_lib
-from tfgan_rec.data.dataset import EncodedData
+from tfgan_rec.data import EncodedData, Examples
 from tfgan_rec.recommender import training
 
 K = 20
@@ -73,14 +72,14 @@ def percentiles(call, repeats: int) -> dict:
 def _exported(model, data, candidates, directory):
   """Saves retrieval and recommend as training does; returns them loaded."""
   catalogue = (model, data.user_ids, data.item_ids, data.user, data.item)
-  retrieval = serving.RetrievalModule(*catalogue, candidates=candidates,
+  retrieval = signatures.RetrievalModule(*catalogue, candidates=candidates,
                                       top_k=K)
-  recommend = serving.RecommendModule(*catalogue, candidates=candidates)
+  recommend = signatures.RecommendModule(*catalogue, candidates=candidates)
   paths = {
-      "retrieval": export_lib.save_version(
+      "retrieval": saved_models.save_version(
           retrieval, {"serving_default": retrieval.recommend},
           os.path.join(directory, "retrieval"), 1),
-      "recommend": export_lib.save_version(
+      "recommend": saved_models.save_version(
           recommend, {"serving_default": recommend.recommend},
           os.path.join(directory, "recommend"), 1)}
   return {name: tf.saved_model.load(path) for name, path in paths.items()}
@@ -106,9 +105,7 @@ def bench_catalogue(num_items: int, repeats: int, seed: int,
   config = config_lib.RunConfig(seed=seed)
   config.model.embedding_dim = embedding_dim
   data = synthetic_catalogue(num_items, seed)
-  rows = training.TrainingRows(data.user, data.item, data.rating,
-                               data.timestamp,
-                               np.ones(len(data.user), np.float32))
+  rows = Examples.of_rows(data, np.arange(len(data)))
   model = training.build_model(config, data, rows)
   rng = np.random.default_rng(seed)
   dim = config.model.embedding_dim
@@ -128,19 +125,22 @@ def bench_catalogue(num_items: int, repeats: int, seed: int,
       ks = tf.fill([batch], K)
       queries = model.user_embeddings(
           tf.constant(rng.integers(1, NUM_USERS + 1, batch), tf.int32))
+      # Each call binds this batch's inputs (called within the iteration).
       timings = {
           "retrieval/serving_default (brute force)":
-              lambda: retrieve(user_id=users),
+              lambda users=users: retrieve(user_id=users),
           "recommend/serving_default (two-stage)":
-              lambda: recommend(user_id=users, k=ks),
-          "tfrs BruteForce layer (reference)": lambda: brute_force(queries),
+              lambda users=users, ks=ks: recommend(user_id=users, k=ks),
+          "tfrs BruteForce layer (reference)":
+              lambda queries=queries: brute_force(queries),
           # Reading the index once is the floor for any exact search.
           "numpy index @ query (memory-read floor)":
-              lambda: candidates @ queries.numpy().T,
+              lambda queries=queries: candidates @ queries.numpy().T,
       }
       scann, recall = _scann_or_reason(candidates, queries.numpy())
       if scann is not None:
-        timings["tfrs ScaNN layer"] = lambda: scann(queries)
+        timings["tfrs ScaNN layer"] = (
+            lambda scann=scann, queries=queries: scann(queries))
       for name, call in timings.items():
         results.append({"items": num_items, "batch": batch, "call": name,
                         "embedding_dim": dim,

@@ -110,8 +110,9 @@ class GANConfig:
   g_learning_rate: float = 1e-3
   d_learning_rate: float = 1e-3
   d_steps: int = 1
-  loss: str = setting("modified", "GAN loss: modified (non-saturating "
-                      "minimax) or wasserstein (with gradient penalty)",
+  loss: str = setting("modified", "GAN loss: modified (minimax D, "
+                      "non-saturating G) or wasserstein (with gradient "
+                      "penalty)",
                       flag="gan_loss", choices=("modified", "wasserstein"))
   gp_weight: float = 10.0
   history_dropout: float = 0.5

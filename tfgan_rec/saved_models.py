@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from tfgan_rec import serving
+from tfgan_rec import signatures
 from tfgan_rec.recommender.model import TwoStageModel
 
 MODEL_NAMES = ("retrieval", "ranking", "recommend")
@@ -146,12 +146,12 @@ def export_models(model: TwoStageModel, user_ids: np.ndarray,
   """
   version = next_version(export_dir)
   catalogue = (model, user_ids, item_ids, train_user, train_item)
-  retrieval = serving.RetrievalModule(*catalogue, candidates=candidates,
-                                      top_k=top_k)
-  ranking = serving.RankingModule(model, user_ids, item_ids)
-  recommend = serving.RecommendModule(*catalogue, candidates=candidates,
-                                      user_columns=user_columns)
-  signatures = {
+  retrieval = signatures.RetrievalModule(*catalogue, candidates=candidates,
+                                         top_k=top_k)
+  ranking = signatures.RankingModule(model, user_ids, item_ids)
+  recommend = signatures.RecommendModule(*catalogue, candidates=candidates,
+                                         user_columns=user_columns)
+  exported = {
       "retrieval": (retrieval, {"serving_default": retrieval.recommend}),
       "ranking": (ranking, {"serving_default": ranking.score}),
       "recommend": (recommend, {
@@ -161,7 +161,7 @@ def export_models(model: TwoStageModel, user_ids: np.ndarray,
   warmup = warmup_requests(user_ids, item_ids, user_columns)
   paths = {name: save_version(module, sigs, os.path.join(export_dir, name),
                               version, warmup[name])
-           for name, (module, sigs) in signatures.items()}
+           for name, (module, sigs) in exported.items()}
   for name in MODEL_NAMES:
     prune(os.path.join(export_dir, name), keep_versions)
   return paths

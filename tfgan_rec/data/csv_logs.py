@@ -102,7 +102,12 @@ def read_ratings(path: str) -> pd.DataFrame:
   `timestamp` (rating 1.0 when absent: implicit feedback; timestamp = file
   order when absent). Repeated (user, item) pairs keep their latest row.
 
-  >>> ratings = read_ratings("ratings.csv")  # doctest: +SKIP
+  >>> import tempfile
+  >>> with tempfile.NamedTemporaryFile("w", suffix=".csv") as csv_file:
+  ...   _ = csv_file.write("user_id,item_id\\nu1,i7\\n"); csv_file.flush()
+  ...   read_ratings(csv_file.name)[["user_id", "item_id", "rating"]]
+    user_id item_id  rating
+  0      u1      i7     1.0
   """
   frame = _read_table(path, "ratings", "--ratings")
   _require_columns(frame, path, RATINGS_REQUIRED)

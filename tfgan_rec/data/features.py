@@ -36,7 +36,8 @@ class FeatureTable:
 
 def _is_numeric(values: pd.Series) -> bool:
   present = values[values != ""]
-  return len(present) > 0 and pd.to_numeric(present, errors="coerce").notna().all()
+  numbers = pd.to_numeric(present, errors="coerce")
+  return len(present) > 0 and numbers.notna().all()
 
 
 def infer_kind(values: pd.Series) -> str:

@@ -7,26 +7,15 @@ them) from generated ones, given the same content. A cosine term ties each
 generated embedding to its own warm item's. Items nobody has interacted with
 then get generated embeddings instead of ones built on an untrained id.
 """
-import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from tfgan_rec.config import ItemGANConfig
 from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import losses
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
-
-
-@dataclasses.dataclass
-class ItemGANConfig:
-  noise_dim: int = 16
-  hidden: int = 128
-  feature_dim: int = 16
-  learning_rate: float = 1e-3
-  steps: int = 1500
-  batch_size: int = 128
-  similarity_weight: float = 5.0
 
 
 class ContentGenerator(tf.keras.Model):
@@ -73,7 +62,7 @@ def _raw_rows(table: FeatureTable, items) -> Dict[str, tf.Tensor]:
 
 def train_item_generator(item_features: FeatureTable,
                          warm_items: np.ndarray, warm_embeddings: np.ndarray,
-                         config: ItemGANConfig = ItemGANConfig(),
+                         config: Optional[ItemGANConfig] = None,
                          seed: int = 0) -> ContentGenerator:
   """Fits the content generator on warm items' (content, embedding) pairs.
 
@@ -83,6 +72,7 @@ def train_item_generator(item_features: FeatureTable,
   if not item_features.columns:
     raise ValueError("new-item embeddings need item content features; pass "
                      "--items with feature columns.")
+  config = config or ItemGANConfig()
   tf.keras.utils.set_random_seed(seed)
   preprocessing = FeaturePreprocessing.adapted(item_features)
   # The warm items' content, encoded once by the models' own preprocessing.
@@ -103,18 +93,18 @@ def train_item_generator(item_features: FeatureTable,
                                        step_seed + 1)
     with tf.GradientTape() as d_tape:
       fake = generator(content, noise, preprocessed=True)
-      d_loss = tf.reduce_mean(losses.minimax_discriminator_loss(
-          discriminator(real, content, preprocessed=True),
-          discriminator(fake, content, preprocessed=True)))
+      real_logits = discriminator(real, content, preprocessed=True)
+      d_loss = tf.reduce_mean(losses.gan_loss(
+          real_logits, discriminator(fake, content, preprocessed=True)
+      ).discriminator_loss)
     d_vars = discriminator.trainable_variables
     d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
     with tf.GradientTape() as g_tape:
       fake = generator(content, noise, preprocessed=True)
-      cosine = tf.reduce_sum(fake * real, -1)
-      g_loss = tf.reduce_mean(
-          losses.minimax_generator_loss(
-              discriminator(fake, content, preprocessed=True)) +
-          config.similarity_weight * (1.0 - cosine))
+      g_loss = tf.reduce_mean(losses.gan_loss(
+          real_logits, discriminator(fake, content, preprocessed=True),
+          generator_terms=config.similarity_weight * losses.cosine_anchor(
+              fake, real)).generator_loss)
     g_vars = generator.trainable_variables
     g_opt.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
     return d_loss, g_loss

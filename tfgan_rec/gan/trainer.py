@@ -80,9 +80,16 @@ def dense_rows(values, splits, users, width) -> tf.Tensor:
 class GANTrainer:
   """Trains a `Generator` and `Discriminator` on `GANData`.
 
-  >>> trainer = GANTrainer(GANConfig(steps=100), gan_data, seed=0)  # doctest: +SKIP
-  >>> trainer.train()  # doctest: +SKIP
-  >>> scores = trainer.generate(users, samples=4)  # doctest: +SKIP
+  >>> from tfgan_rec.data import encode, synthetic
+  >>> data = encode(synthetic.make_synthetic(
+  ...     synthetic.SyntheticConfig(num_interactions=2000)))
+  >>> gan_data = GANData.from_rows(data.user, data.item, data.num_users,
+  ...                              data.num_items, data.user_features)
+  >>> trainer = GANTrainer(GANConfig(steps=2, batch_size=8), gan_data)
+  >>> sorted(trainer.train())
+  ['d_fake', 'd_loss', 'd_real', 'diversity', 'g_loss']
+  >>> trainer.generate(np.array([1, 2]), samples=2).shape[0]
+  2
   """
 
   def __init__(self, config: GANConfig, data: GANData, seed: int = 0,
@@ -208,8 +215,9 @@ class GANTrainer:
                               experimental_aggregate_gradients=False)
 
   def _replica_step(self):
+    """`d_steps` discriminator updates, then one generator update, on this
+    replica's slice of the step's batch; returns the step's metrics."""
     cfg, batch = self.config, self._replica_batch()
-    d_loss_fn, g_loss_fn = losses.LOSSES[cfg.loss]
     average = lambda x: tf.nn.compute_average_loss(
         x, global_batch_size=cfg.batch_size)
     real = dense_rows(self.seen_values, self.seen_splits, batch["user"],
@@ -226,20 +234,23 @@ class GANTrainer:
         real_logits = self.discriminator(real, condition, training=True)
         fake_logits = self.discriminator(fake * shown, condition,
                                          training=True)
-        per_example = d_loss_fn(real_logits, fake_logits)
-        if cfg.loss == "wasserstein":
-          per_example += cfg.gp_weight * losses.gradient_penalty(
-              self.discriminator, real, fake * shown, condition, batch["mix"])
-        d_loss = average(per_example)
+        penalty = (cfg.gp_weight * losses.wasserstein_gradient_penalty(
+            self.discriminator, real, fake * shown, condition, batch["mix"])
+                   if cfg.loss == "wasserstein" else 0.0)
+        d_loss = average(losses.gan_loss(
+            real_logits, fake_logits, cfg.loss,
+            discriminator_terms=penalty).discriminator_loss)
       self._apply(tape, d_loss, self.discriminator, self.d_optimizer)
     with tf.GradientTape() as tape:
       fake = self.generator(condition, batch["noise"][:, -1], training=True)
       fake_logits = self.discriminator(fake * shown, condition, training=True)
-      g_loss = average(
-          g_loss_fn(fake_logits) +
+      reconstruction = (
           cfg.zr_weight * losses.zero_reconstruction(fake, negatives) +
           cfg.reconstruction_weight * losses.masked_reconstruction(
               fake, real, shown))
+      g_loss = average(losses.gan_loss(
+          real_logits, fake_logits, cfg.loss,
+          generator_terms=reconstruction).generator_loss)
     self._apply(tape, g_loss, self.generator, self.g_optimizer)
     return {"d_loss": d_loss, "g_loss": g_loss,
             "d_real": average(tf.sigmoid(real_logits)),

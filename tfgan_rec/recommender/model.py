@@ -49,8 +49,16 @@ class TwoStageModel(tfrs.Model):
   hits; `extra_negatives` uniformly sampled items are added to the in-batch
   negatives (mixed negative sampling) so rare items are pushed down too.
 
-  >>> model = TwoStageModel(config, encoded, history, item_counts)  # doctest: +SKIP
-  >>> model.compile(optimizers.LazyAdam(3e-3)); model.fit(batches)  # doctest: +SKIP
+  >>> from tfgan_rec.config import ModelConfig
+  >>> from tfgan_rec.data import encode, synthetic
+  >>> data = encode(synthetic.make_synthetic(
+  ...     synthetic.SyntheticConfig(num_interactions=2000)))
+  >>> history = history_table(data.user, data.item, data.timestamp,
+  ...                         data.num_users, length=10)
+  >>> counts = np.bincount(data.item, minlength=data.num_items + 1)
+  >>> model = TwoStageModel(ModelConfig(), data, history, counts)
+  >>> model.user_embeddings(tf.constant([1, 2])).shape
+  TensorShape([2, 64])
   """
 
   def __init__(self, config: ModelConfig, data: EncodedData,

@@ -14,7 +14,11 @@ class LazyAdam(tf.keras.optimizers.Adam):
   appear (a batch that touches every row gets exactly Adam's update). Dense
   gradients get the ordinary Adam update.
 
-  >>> model.compile(optimizer=LazyAdam(3e-3))  # doctest: +SKIP
+  >>> table = tf.Variable(tf.ones([4, 2]))
+  >>> rows = tf.IndexedSlices(tf.ones([1, 2]), tf.constant([1]), [4, 2])
+  >>> _ = LazyAdam(0.5).apply_gradients([(rows, table)])
+  >>> table.numpy()[:, 0].round(3).tolist()  # only row 1 moved
+  [1.0, 0.5, 1.0, 1.0]
   """
 
   def __init__(self, *args, **kwargs):
