@@ -40,7 +40,8 @@ def modules():
 
 
 def imported(node, module_name, known):
-  """The package modules an import node names."""
+  """The package modules an import node names: `from pkg import sub` names
+  the submodule, `from pkg import name` the package."""
   if isinstance(node, ast.Import):
     names = [alias.name for alias in node.names]
   else:
@@ -48,12 +49,15 @@ def imported(node, module_name, known):
     if node.level:
       package = module_name.rsplit(".", node.level)[0]
       base = f"{package}.{base}" if base else package
-    names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+    names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known
+             else base for alias in node.names]
   found = set()
   for name in names:
     while name and name not in known:
       name = name.rpartition(".")[0]
-    if name:
+    # A module importing its own package reads the package's __init__,
+    # which imports the module itself: not a dependency.
+    if name and not module_name.startswith(name + "."):
       found.add(name)
   return found
 

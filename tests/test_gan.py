@@ -33,13 +33,20 @@ def weights(trainer):
           trainer.discriminator.weights]
 
 
-def test_minimax_losses_by_hand():
+def test_gan_loss_by_hand():
   real, fake = tf.constant([2.0]), tf.constant([-1.0])
-  d = losses.minimax_discriminator_loss(real, fake).numpy()[0]
-  assert d == pytest.approx(-np.log(1 / (1 + np.exp(-2))) -
-                            np.log(1 - 1 / (1 + np.exp(1))), rel=1e-5)
-  g = losses.minimax_generator_loss(fake).numpy()[0]
-  assert g == pytest.approx(-np.log(1 / (1 + np.exp(1))), rel=1e-5)
+  sigmoid = lambda x: 1 / (1 + np.exp(-x))
+  loss = losses.gan_loss(real, fake, "modified", generator_terms=0.5,
+                         discriminator_terms=0.25)
+  assert float(loss.discriminator_loss[0]) == pytest.approx(
+      -np.log(sigmoid(2.0)) - np.log(1 - sigmoid(-1.0)) + 0.25, rel=1e-5)
+  # Non-saturating (TF-GAN's "modified"): -log D(fake), not log(1 - D(fake)).
+  assert float(loss.generator_loss[0]) == pytest.approx(
+      -np.log(sigmoid(-1.0)) + 0.5, rel=1e-5)
+  wasserstein = losses.gan_loss(real, fake, "wasserstein")
+  assert [float(x[0]) for x in wasserstein] == [1.0, -3.0]
+  with pytest.raises(ValueError, match="unknown GAN loss"):
+    losses.gan_loss(real, fake, "minimax")
 
 
 def test_zero_reconstruction_only_counts_negatives():
@@ -50,14 +57,15 @@ def test_zero_reconstruction_only_counts_negatives():
 
 
 def test_gradient_penalty_is_zero_for_unit_slope_critic():
-  critic = lambda x, condition, training=None: tf.reduce_sum(x, -1) / np.sqrt(2.0)
-  penalty = losses.gradient_penalty(critic, tf.ones([3, 2]), tf.zeros([3, 2]),
-                                    None, tf.fill([3, 1], 0.5))
+  critic = lambda x, condition, training=None: (
+      tf.reduce_sum(x, -1) / np.sqrt(2.0))
+  penalty = losses.wasserstein_gradient_penalty(
+      critic, tf.ones([3, 2]), tf.zeros([3, 2]), None, tf.fill([3, 1], 0.5))
   np.testing.assert_allclose(penalty.numpy(), 0.0, atol=1e-6)
 
 
 def test_train_step_traced_once_and_wasserstein_runs(gan_data):
-  for loss in ("minimax", "wasserstein"):
+  for loss in ("modified", "wasserstein"):
     config = GANConfig(**{**SMALL.__dict__, "loss": loss, "steps": 4})
     trainer = gan_trainer.GANTrainer(config, gan_data, seed=1)
     metrics = trainer.train()
@@ -153,9 +161,9 @@ def test_generated_vectors_beat_popularity_for_sparse_users(prepared, gan_data):
                                           data.user_features)
   k = 20
   gan = evaluate.evaluate_retrieval(
-      lambda users: trainer.generate(users, history=history), ready.train,
-      ready.test, k, ready.slices)
+      lambda users: trainer.generate(users, history=history),
+      ready.matrices["train"], ready.matrices["test"], k, ready.user_slices)
   popular = evaluate.evaluate_retrieval(
-      baselines.MostPopular(ready.train).scores, ready.train, ready.test, k,
-      ready.slices)
+      baselines.MostPopular(ready.matrices["train"]).scores,
+      ready.matrices["train"], ready.matrices["test"], k, ready.user_slices)
   assert gan["sparse"][f"recall@{k}"] > 1.2 * popular["sparse"][f"recall@{k}"]

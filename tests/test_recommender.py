@@ -3,6 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_rec import baselines, evaluate, layers
+from tfgan_rec.data import Examples
 from tfgan_rec.recommender import model as model_lib
 from tfgan_rec.recommender import training
 
@@ -12,10 +13,10 @@ def test_model_beats_most_popular_on_synthetic(trained):
   k = config.eval.k
   model_report = evaluate.evaluate_retrieval(
       lambda users: training.score_all_items(result.model, users),
-      ready.train, ready.test, k, ready.slices)
+      ready.matrices["train"], ready.matrices["test"], k, ready.user_slices)
   popular = evaluate.evaluate_retrieval(
-      baselines.MostPopular(ready.train).scores, ready.train, ready.test, k,
-      ready.slices)
+      baselines.MostPopular(ready.matrices["train"]).scores,
+      ready.matrices["train"], ready.matrices["test"], k, ready.user_slices)
   for part in ("overall", "sparse", "dense"):
     assert model_report[part][f"recall@{k}"] > 1.3 * popular[part][f"recall@{k}"], part
 
@@ -49,7 +50,7 @@ def test_history_table_latest_items_first():
 def test_sample_weight_changes_the_loss(trained):
   config, ready, result = trained
   batch = next(iter(training.make_dataset(
-      training.TrainingRows.real(ready.data, ready.split.train[:256]), 256,
+      Examples.of_rows(ready.data, ready.split.train[:256]), 256,
       seed=0, shuffle=False)))
   tf.random.set_seed(0)
   full = float(result.model.compute_loss(batch))
@@ -62,7 +63,7 @@ def test_train_step_does_not_retrace_after_its_first_call(prepared):
   config, ready = prepared
   # 3000 rows in batches of 512: the last batch is smaller, which must not
   # retrace either.
-  rows = training.TrainingRows.real(ready.data, ready.split.fit[:3000])
+  rows = Examples.of_rows(ready.data, ready.split.fit[:3000])
   model = training.build_model(config, ready.data, rows)
   dataset = training.make_dataset(rows, 512, seed=0)
   model.fit(dataset.take(1), epochs=1, verbose=0)

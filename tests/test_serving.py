@@ -95,7 +95,7 @@ def test_recommend_for_features_matches_the_model_in_process(trained,
   model, data, user = result.model, ready.data, 1
   raw = {name: tf.constant([column[user]])
          for name, column in data.user_features.columns.items()}
-  liked = ready.train[user].indices[:5].astype(np.int32)
+  liked = ready.matrices["train"][user].indices[:5].astype(np.int32)
   nobody, history = tf.zeros([1], tf.int32), tf.constant([liked])
   # The request's raw strings encode as the model's own table row does.
   query = model.query_tower(nobody, raw, history)

@@ -3,9 +3,9 @@ new-item content generator."""
 import numpy as np
 import pytest
 
-from tfgan_rec import augment, evaluate
-from tfgan_rec.config import AugmentConfig, GANConfig
-from tfgan_rec.data import splits
+from tfgan_rec import augmentation, evaluate
+from tfgan_rec.config import AugmentationConfig, GANConfig, ItemGANConfig
+from tfgan_rec.data import Examples, interaction_matrix, splits
 from tfgan_rec.gan import item_generator
 from tfgan_rec.gan import trainer as gan_trainer
 from tfgan_rec.recommender import training
@@ -24,15 +24,16 @@ def small_trainer(prepared):
   return trainer
 
 
-@pytest.mark.parametrize("users_per_chunk", [augment.USERS_PER_CHUNK, 3])
+@pytest.mark.parametrize("users_per_chunk", [augmentation.USERS_PER_CHUNK, 3])
 def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
                                                  users_per_chunk,
                                                  monkeypatch):
   _, ready = prepared
-  monkeypatch.setattr(augment, "USERS_PER_CHUNK", users_per_chunk)
-  rows = training.TrainingRows.real(ready.data, ready.split.fit)
-  config = AugmentConfig(threshold=6, items_per_user=4, weight=0.25)
-  generated = augment.augment(small_trainer, rows, ready.data, config)
+  monkeypatch.setattr(augmentation, "USERS_PER_CHUNK", users_per_chunk)
+  rows = ready.examples("fit")
+  config = AugmentationConfig(threshold=6, items_per_user=4, weight=0.25)
+  generated = augmentation.generate_interactions(small_trainer, rows,
+                                                   ready.data, config)
   counts = np.bincount(rows.user, minlength=ready.data.num_users + 1)
   targets = np.flatnonzero(counts[1:] < 6) + 1
   assert set(generated.user) == set(targets)
@@ -46,25 +47,26 @@ def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
   assert rows.rating.min() <= generated.rating.min()
   assert generated.rating.max() <= rows.rating.max()
   assert abs(generated.rating.mean() - rows.rating.mean()) < 0.75
-  combined = augment.concat(rows, generated)
+  combined = rows + generated
   assert len(combined.user) == len(rows.user) + len(generated.user)
 
 
 def test_top_unseen_holds_only_its_m_columns(small_trainer):
   users = np.arange(1, 11)
-  top = augment._top_unseen(small_trainer, small_trainer.data, users,
-                            samples=1, m=3, rng=small_trainer.noise_source())
+  top = augmentation._top_unseen(small_trainer, small_trainer.data, users,
+                                samples=1, m=3,
+                                rng=small_trainer.noise_source())
   assert top.shape == (10, 3)
   # Not a view into the [users, catalogue] partition, which chunking frees.
   assert top.base is None or top.base.nbytes == top.nbytes
 
 
 def test_baseline_ratings_follow_user_and_item_bias():
-  rows = training.TrainingRows(
+  rows = Examples(
       user=np.array([1, 1, 2, 2]), item=np.array([1, 2, 1, 2]),
       rating=np.array([5.0, 4.0, 2.0, 1.0], np.float32),
       timestamp=np.zeros(4), weight=np.ones(4, np.float32))
-  rate = augment.baseline_ratings(rows, num_users=2, num_items=2, shrinkage=0)
+  rate = augmentation.baseline_ratings(rows, num_users=2, num_items=2, shrinkage=0)
   assert rate(np.array([1]), np.array([1]))[0] > rate(np.array([2]), np.array([1]))[0]
   assert rate(np.array([1]), np.array([1]))[0] > rate(np.array([1]), np.array([2]))[0]
 
@@ -90,7 +92,7 @@ def test_content_generator_places_new_items_near_similar_warm_items(trained):
   warm = np.setdiff1d(items, held)
   generator = item_generator.train_item_generator(
       data.item_features, warm, embeddings[warm],
-      item_generator.ItemGANConfig(steps=400), seed=0)
+      ItemGANConfig(steps=400), seed=0)
   generated = item_generator.generate_item_embeddings(
       generator, data.item_features, held)
   assert np.allclose(np.linalg.norm(generated, axis=1), 1.0, atol=1e-4)
@@ -104,8 +106,8 @@ def test_content_generator_places_new_items_near_similar_warm_items(trained):
 
 
 def test_evaluate_among_candidates_only():
-  train = evaluate.interaction_matrix(np.array([1]), np.array([1]), 1, 4)
-  test = evaluate.interaction_matrix(np.array([1, 1]), np.array([2, 4]), 1, 4)
+  train = interaction_matrix(np.array([1]), np.array([1]), 1, 4)
+  test = interaction_matrix(np.array([1, 1]), np.array([2, 4]), 1, 4)
   scores = lambda users: np.array([[0, 9, 8, 7, 1.0]])
   report = evaluate.evaluate_retrieval(scores, train, test, k=1,
                                        candidates=np.array([3, 4]))
