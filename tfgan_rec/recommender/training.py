@@ -26,6 +26,9 @@ class FitResult:
   model: TwoStageModel
   best_epoch: int
   history: List[Dict[str, float]]
+  # The early-stopped model trained on the fit part, before the refit (the
+  # one whose validation figures chose the epochs); `model` without refit.
+  fit_model: Optional[TwoStageModel] = None
 
 
 @dataclasses.dataclass
@@ -110,6 +113,13 @@ def make_dataset(rows: Examples, batch_size: int, seed: int,
       lambda order: {name: tf.gather(column, order)
                      for name, column in columns.items()}).prefetch(
                          tf.data.AUTOTUNE)
+
+
+def user_matrix(model: TwoStageModel) -> np.ndarray:
+  """Query embeddings of every user from their stored history,
+  [num_users + 1, dim] (row 0: the unknown user)."""
+  users = tf.range(0, model.history_items.shape[0], dtype=tf.int32)
+  return model.user_embeddings(users).numpy()
 
 
 def item_matrix(model: TwoStageModel) -> np.ndarray:
@@ -205,7 +215,7 @@ def train_recommender(config: RunConfig, split_data: SplitData,
   result = fit_with_early_stopping(config, split_data.data, fit_rows,
                                    validation, callbacks)
   if not config.train.refit:
-    return result
+    return dataclasses.replace(result, fit_model=result.model)
   log.info("Refitting on training + validation for %d epochs",
            result.best_epoch)
   tf.keras.utils.set_random_seed(config.seed)
@@ -216,4 +226,4 @@ def train_recommender(config: RunConfig, split_data: SplitData,
                                   None, callbacks)
   refit_history = [dict(r, refit=True) for r in refit.history]
   return FitResult(refit.model, result.best_epoch,
-                   result.history + refit_history)
+                   result.history + refit_history, fit_model=result.model)
