@@ -163,8 +163,9 @@ def _write_ratings(path, rows):
 
 def test_production_fit_trains_on_everything_and_exports(tmp_path, capsys):
   run_dir = tmp_path / "prod"
-  assert train.main([*TINY, "--test-fraction", "0", "--sparse-users", "0",
-                     "--run-dir", str(run_dir), "--export-dir",
+  # Without --sparse-users 0 too: nothing is truncated without a test.
+  assert train.main([*TINY, "--test-fraction", "0", "--run-dir",
+                     str(run_dir), "--export-dir",
                      str(tmp_path / "export")]) == 0
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert metrics["data"]["test"] == 0
@@ -186,3 +187,21 @@ def test_data_too_small_to_split_is_one_line_and_exit_2(tmp_path, capsys):
   assert err.count("\n") == 0 and err.startswith("error: ")
   assert "too small to split" in err and "--test-fraction 0" in err
   assert not (tmp_path / "run").exists()
+
+
+def test_production_fit_refuses_cold_items(tmp_path, capsys):
+  assert train.main([*TINY, "--test-fraction", "0", "--cold-items", "0.1",
+                     "--run-dir", str(tmp_path / "run")]) == 2
+  assert "--cold-items" in capsys.readouterr().err
+
+
+def test_config_of_an_older_version_names_the_new_setting(tmp_path, capsys):
+  old = tmp_path / "old.yaml"
+  old.write_text(yaml.safe_dump({"augment": "gan", "seed": 3}))
+  assert train.main(["--config", str(old), "--run-dir",
+                     str(tmp_path / "run")]) == 2
+  assert "augmentation.source" in capsys.readouterr().err
+  old.write_text(yaml.safe_dump({"gan": {"loss": "minimax"}}))
+  assert train.main(["--config", str(old), "--run-dir",
+                     str(tmp_path / "run")]) == 2
+  assert "'modified'" in capsys.readouterr().err

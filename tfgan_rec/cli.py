@@ -7,9 +7,11 @@ keeps `--help` and input errors fast.
 """
 import argparse
 import dataclasses
+import faulthandler
 import logging
 import os
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -36,8 +38,8 @@ def flag_table() -> FlagTable:
   return table
 
 
-def _field(section: Optional[str], name: str, config=None):
-  config = config or config_lib.RunConfig()
+def _field(section: Optional[str], name: str):
+  config = config_lib.RunConfig()
   owner = getattr(config, section) if section else config
   spec = next(f for f in dataclasses.fields(owner) if f.name == name)
   return spec, getattr(owner, name)
@@ -125,30 +127,58 @@ def load_tensorflow(verbose: bool) -> None:
   with AVX-512` (at the first training step) straight to file descriptor 2,
   before and regardless of its logging settings, so TF_CPP_MIN_LOG_LEVEL does
   not hide them and users read them as failures. Unless `verbose`, file
-  descriptor 2 is pointed at /dev/null for the rest of the command, while
+  descriptor 2 goes to a temporary file until `run_cli` ends, while
   Python's `sys.stderr` (our messages, warnings, tracebacks) keeps writing to
-  the real standard error.
+  the real standard error; a fatal native error (abort, segfault) still
+  prints the Python stack there (faulthandler), and `-v` shows everything.
   """
   if "tensorflow" in sys.modules:
     return
   if not verbose:
-    _silence_native_stderr()
+    _divert_native_stderr()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.list_logical_devices()
 
 
-def _silence_native_stderr() -> None:
+# (saved fd 2, Python's sys.stderr before, the file native lines go to)
+# while native stderr is diverted.
+_diverted: List[tuple] = []
+
+
+def _divert_native_stderr() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
-  terminal = os.fdopen(os.dup(2), "w", buffering=1,
+  saved = os.dup(2)
+  terminal = os.fdopen(os.dup(saved), "w", buffering=1,
                        encoding=sys.stderr.encoding, errors="backslashreplace")
-  null = os.open(os.devnull, os.O_WRONLY)
-  os.dup2(null, 2)
-  os.close(null)
+  sink = tempfile.TemporaryFile()
+  os.dup2(sink.fileno(), 2)
+  _diverted.append((saved, sys.stderr, sink))
   sys.stderr = terminal
+  faulthandler.enable(terminal)
   for handler in log.handlers:
     if isinstance(handler, logging.StreamHandler):
       handler.setStream(terminal)
+
+
+def _restore_native_stderr(replay: bool = False) -> None:
+  """Points file descriptor 2 back at the terminal; with `replay`, first
+  writes out what TensorFlow printed natively (after a crash it may say
+  why)."""
+  while _diverted:
+    saved, previous, sink = _diverted.pop()
+    if replay:
+      sink.seek(0)
+      sys.stderr.write(sink.read().decode(errors="replace"))
+    sink.close()
+    sys.stderr.flush()
+    faulthandler.disable()
+    os.dup2(saved, 2)
+    os.close(saved)
+    sys.stderr = previous
+    for handler in log.handlers:
+      if isinstance(handler, logging.StreamHandler):
+        handler.setStream(previous)
 
 
 def run_cli(parser: argparse.ArgumentParser,
@@ -162,6 +192,11 @@ def run_cli(parser: argparse.ArgumentParser,
   try:
     action(args)
   except InputError as err:
+    _restore_native_stderr()
     print(f"error: {err}", file=sys.stderr)
     return err.exit_code
+  except BaseException:
+    _restore_native_stderr(replay=True)
+    raise
+  _restore_native_stderr()
   return 0

@@ -22,6 +22,9 @@ from tfgan_rec.errors import InputError
 
 AUGMENTATION_SOURCES = ("none", "gan", "ease")
 DATASETS = ("movielens", "csv", "synthetic")
+# What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
+TUNERS = ("random", "bayesian", "hyperband")
+SEARCH_SPACES = ("recommender", "gan", "augmentation")
 
 
 def setting(default, help: str, flag: Optional[str] = None,  # noqa: A002
@@ -272,7 +275,7 @@ def _plain(value):
   return value
 
 
-def coerce(current, value, where: str):
+def _coerce(current, value, where: str):
   """Converts a YAML/flag value to the type of the field's current value."""
   if isinstance(current, tuple):
     if not isinstance(value, (list, tuple)):
@@ -291,11 +294,31 @@ def coerce(current, value, where: str):
   return value
 
 
-def update(config, values: Dict[str, Any], source: str):
-  """Sets fields of a (nested) config dataclass from a mapping, in place."""
+# Settings that moved or were renamed: (old section, old key, old value or
+# None for any) -> the one-line fix named in the error.
+_MOVED = {
+    (None, "augment", None): "it is now augmentation.source (the same "
+                             "values), under the augmentation section",
+    ("gan", "loss", "minimax"): "the non-saturating loss is now called "
+                                "'modified', as in TF-GAN",
+}
+
+
+def _check_moved(section: Optional[str], key: str, value, where: str):
+  for (old_section, old_key, old_value), fix in _MOVED.items():
+    if (section, key) == (old_section, old_key) and old_value in (None,
+                                                                  value):
+      raise InputError(f"{where}: setting from an older version; {fix}.")
+
+
+def update(config, values: Dict[str, Any], source: str,
+           section: Optional[str] = None):
+  """Sets fields of a (nested) config dataclass from a mapping, in place;
+  `section` names `config` inside RunConfig (None: RunConfig itself)."""
   fields = {f.name for f in dataclasses.fields(config)}
   for key, value in values.items():
     where = f"{source}: {key}"
+    _check_moved(section, key, value, where)
     if key not in fields:
       raise InputError(f"{where}: unknown setting; known: "
                        f"{', '.join(sorted(fields))}.")
@@ -303,9 +326,9 @@ def update(config, values: Dict[str, Any], source: str):
     if dataclasses.is_dataclass(current):
       if not isinstance(value, dict):
         raise InputError(f"{where}: expected a mapping of settings.")
-      update(current, value, where)
+      update(current, value, where, section=key)
     else:
-      setattr(config, key, coerce(current, value, where))
+      setattr(config, key, _coerce(current, value, where))
   return config
 
 

@@ -24,7 +24,7 @@ MAX_VOCAB = 50_000
 # Token columns with more distinct tokens than this keep only the tokens seen
 # at least twice.
 RARE_TOKENS_ABOVE = 1000
-_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_NUMBER = features_lib.NUMBER_PATTERN
 _WORD_SEPARATORS = "[^a-z0-9']+"
 
 

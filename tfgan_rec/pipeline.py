@@ -201,10 +201,12 @@ def cold_item_retrieval(config: RunConfig, split_data: SplitData,
     scorers["GAN-generated embeddings"] = (
         lambda u: training.score_all_items(model, u, candidates))
   matrices = split_data.matrices
-  return {name: evaluate.evaluate_retrieval(
+  retrieval = {name: evaluate.evaluate_retrieval(
       score, matrices["train"], matrices["test"], config.eval.k,
-      candidates=split_data.cold_items)["overall"]
-          for name, score in scorers.items()}
+      candidates=split_data.cold_items) for name, score in scorers.items()}
+  # {} when no test user has a cold item: nothing to report.
+  return {name: metrics["overall"] for name, metrics in retrieval.items()
+          if metrics}
 
 
 # --- evaluate ----------------------------------------------------------------

@@ -19,8 +19,10 @@ from tfgan_rec import cli
 
 
 def build_parser():
-  return cli.build_parser("python -m tfgan_rec.train",
-                          __doc__.split("\n")[0].split(": ", 1)[1])
+  return cli.build_parser(
+      "python -m tfgan_rec.train",
+      "Train the two-stage recommender, compare it with baselines, export it "
+      "for TF Serving.")
 
 
 def train(args) -> None:

@@ -11,14 +11,14 @@ import sys
 from typing import List, Optional
 
 from tfgan_rec import cli
-
-TUNERS = ("random", "bayesian", "hyperband")
+from tfgan_rec import config as config_lib
+from tfgan_rec.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = cli.build_parser("python -m tfgan_rec.tune",
                             "Search hyperparameters with KerasTuner.")
-  parser.add_argument("--tuner", choices=TUNERS, default="random")
+  parser.add_argument("--tuner", choices=config_lib.TUNERS, default="random")
   parser.add_argument("--max-trials", type=int, default=10,
                       dest="max_trials")
   parser.add_argument("--directory", default="tuning",
@@ -34,13 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def choose_spaces(space: str, config: config_lib.RunConfig) -> List[str]:
+  """The sub-spaces named in `space` (comma-separated), by default the
+  recommender plus, with GAN augmentation, the GAN and the augmentation."""
+  if space:
+    spaces = [s.strip() for s in space.split(",") if s.strip()]
+  else:
+    spaces = ["recommender"] + (["gan", "augmentation"]
+                                if config.augmentation.source == "gan" else [])
+  unknown = [s for s in spaces if s not in config_lib.SEARCH_SPACES]
+  if unknown:
+    raise InputError(f"--space '{unknown[0]}' is unknown; use "
+                     f"{', '.join(config_lib.SEARCH_SPACES)}.")
+  needs_gan = set(spaces) & {"gan", "augmentation"}
+  if config.augmentation.source != "gan" and needs_gan:
+    raise InputError("--space gan/augmentation needs --augment gan.")
+  return spaces
+
+
 def tune(args) -> dict:
   """Runs (or resumes) the search and prints the trials, best first."""
   base = cli.resolve_config(args)
+  spaces = choose_spaces(args.space, base)
   cli.load_tensorflow(args.verbose)
   from tfgan_rec import tuning  # pylint: disable=g-import-not-at-top
   options = tuning.SearchOptions(
-      args.tuner, tuning.choose_spaces(args.space, base), args.max_trials,
+      args.tuner, spaces, args.max_trials,
       args.directory, args.project_name, args.overwrite)
   summary = tuning.search(base, options)
   print(summary["table"])

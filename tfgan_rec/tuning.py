@@ -18,13 +18,11 @@ import keras_tuner as kt
 
 from tfgan_rec import config as config_lib
 from tfgan_rec import pipeline
-from tfgan_rec.data import SplitData
 from tfgan_rec.errors import InputError
+from tfgan_rec.data import SplitData
 
 log = logging.getLogger("tfgan_rec")
 
-SPACES = ("recommender", "gan", "augmentation")
-TUNERS = ("random", "bayesian", "hyperband")
 
 
 def define_recommender(hp, config: config_lib.RunConfig) -> None:
@@ -136,24 +134,6 @@ def _short(value) -> str:
   return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def choose_spaces(space: str, config: config_lib.RunConfig) -> List[str]:
-  """The sub-spaces named in `space` (comma-separated), by default the
-  recommender plus, with GAN augmentation, the GAN and the augmentation."""
-  if space:
-    spaces = [s.strip() for s in space.split(",") if s.strip()]
-  else:
-    spaces = ["recommender"] + (["gan", "augmentation"]
-                                if config.augmentation.source == "gan" else [])
-  unknown = [s for s in spaces if s not in SPACES]
-  if unknown:
-    raise InputError(f"--space '{unknown[0]}' is unknown; use "
-                     f"{', '.join(SPACES)}.")
-  needs_gan = set(spaces) & {"gan", "augmentation"}
-  if config.augmentation.source != "gan" and needs_gan:
-    raise InputError("--space gan/augmentation needs --augment gan.")
-  return spaces
-
-
 @dataclasses.dataclass
 class SearchOptions:
   """How to search: which tuner, which sub-spaces, where to keep trials."""
@@ -171,6 +151,9 @@ def search(base: config_lib.RunConfig,
   """Runs (or resumes) the search; writes trials.md, trials.json and
   best_config.yaml to the project folder and returns the summary."""
   split_data = pipeline.prepare(base.data, base.seed)
+  if not len(split_data.split.validation):
+    raise InputError("tuning needs a validation split to score trials; set "
+                     "--validation-fraction above 0.")
   tuner = make_tuner(options.tuner, base, split_data, options.spaces,
                      options.directory, options.project_name,
                      options.max_trials, options.overwrite)

@@ -20,6 +20,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from tfgan_rec.errors import InputError
+
 NUMERIC, CATEGORICAL, TOKENS = "numeric", "categorical", "tokens"
 
 
@@ -34,10 +36,13 @@ class FeatureTable:
   kinds: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+# What counts as a number, here and in the encoder's parser (layers.py).
+NUMBER_PATTERN = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+
+
 def _is_numeric(values: pd.Series) -> bool:
   present = values[values != ""]
-  numbers = pd.to_numeric(present, errors="coerce")
-  return len(present) > 0 and numbers.notna().all()
+  return len(present) > 0 and present.str.fullmatch(NUMBER_PATTERN).all()
 
 
 def infer_kind(values: pd.Series) -> str:
@@ -71,6 +76,10 @@ def feature_table(frame: Optional[pd.DataFrame], ids: Sequence[str],
   for name in aligned.columns:
     values = aligned[name].astype(str).str.strip()
     table.kinds[name] = (kinds or {}).get(name) or infer_kind(values)
+    if table.kinds[name] == NUMERIC and not _is_numeric(values):
+      raise InputError(f"feature '{name}' is set numeric (feature_kinds) but "
+                       f"holds values that are not numbers; fix them or "
+                       f"drop the override.")
     table.columns[name] = np.concatenate(
         [[""], values.to_numpy(dtype=object)]).astype(object)
   return table

@@ -23,7 +23,11 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import tensorflow_datasets as tfds
+
+try:  # Optional: only a prepared TFDS copy is read through it.
+  import tensorflow_datasets as tfds
+except ImportError:  # pragma: no cover (installed by setup.cfg)
+  tfds = None
 
 from tfgan_rec.data import csv_logs
 from tfgan_rec.data.dataset import Interactions

@@ -197,6 +197,12 @@ def split_data(data: EncodedData, config: DataConfig, seed: int) -> SplitData:
   if len(data) < 2:
     raise InputError(f"{data.source}: too small: need at least two "
                      f"interactions to train and validate.")
+  if config.test_fraction == 0:
+    if config.cold_items > 0:
+      raise InputError("--cold-items measures new items on the test split, "
+                       "and --test-fraction 0 leaves none; drop one of them.")
+    # Without a test split nothing measures sparse users: train on all.
+    config = dataclasses.replace(config, sparse_users=0.0)
   split = make_split(data.user, data.timestamp, config.test_fraction,
                      config.validation_fraction, config.sparse_users,
                      config.sparse_keep, seed)
