@@ -281,8 +281,11 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   exports it with `config.export`."""
   split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
-  model = training.restore_model(config, split_data.data,
-                                 split_data.examples("train"), model_dir)
+  rebuild = (thin_users.attach_untrained
+             if config.augmentation.source == "gan" else None)
+  model = training.restore_model(
+      config, split_data.data, split_data.examples("train"), model_dir,
+      rebuild=rebuild and (lambda model: rebuild(config, model)))
   candidates_path = os.path.join(model_dir, CANDIDATES_FILE)
   candidates = (np.load(candidates_path) if os.path.isfile(candidates_path)
                 else None)

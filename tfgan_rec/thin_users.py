@@ -4,12 +4,11 @@ The generator is trained against a trained recommender (its query tower is
 the teacher, its candidate tower the item space), and the blend of its
 embedding with the tower's own is chosen per history-length bucket:
 
-- users with 1-19 interactions: on the validation split, with the
-  early-stopped model (the one the validation figures belong to);
+- users with interactions (1-5, 6-19, 20 or more): on the validation split,
+  with the early-stopped model (the one the validation figures belong to);
 - users with none (known by features only): on features-only episodes of
   dense users the generator never learned from, against the tower's own
-  features-only query (user id 0, empty history);
-- users with 20 or more keep the tower's query.
+  features-only query (user id 0, empty history).
 
 The chosen weights are then used with a generator retrained against the
 refit model, as the refit reuses the epochs early stopping chose.
@@ -63,6 +62,17 @@ def thin_user_query(config: RunConfig, generator: user_gan.UserGenerator,
                                 config.user_gan.samples, seed=config.seed)
 
 
+def attach_untrained(config: RunConfig, model: TwoStageModel) -> None:
+  """Attaches a user generator and blend of the right shapes, untrained:
+  what a saved model's checkpoint is read into."""
+  items = np.zeros((model.num_items + 1, config.model.embedding_dim),
+                   np.float32)
+  generator = user_gan.UserGenerator(items, model.user_preprocessing,
+                                     config.user_gan)
+  model.attach_thin_user_query(thin_user_query(config, generator,
+                                               np.zeros(4)))
+
+
 def choose_blend(config: RunConfig, split_data: SplitData,
                  model: TwoStageModel,
                  trainer: user_gan.UserGANTrainer) -> BlendChoice:
@@ -85,12 +95,12 @@ def _validation_recalls(config: RunConfig, split_data: SplitData,
                         model: TwoStageModel, layer: user_gan.ThinUserQuery
                         ) -> Dict[str, Dict[float, float]]:
   """{bucket: {weight: validation Recall@K of the bucket's users}} for the
-  buckets of users with 1-19 fit interactions."""
+  buckets of users with fit interactions."""
   matrices, k = split_data.matrices, config.eval.k
   lengths = np.asarray(matrices["fit"].sum(axis=1)).ravel()
   buckets = user_gan.blend_bucket(lengths)
   tried = {}
-  for index in (1, 2):
+  for index in (1, 2, 3):
     mask = buckets == index
     if not matrices["validation"][mask].nnz:
       continue

@@ -35,7 +35,7 @@ from tfgan_rec.gan import losses
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
 
 # History lengths at which the blend weight changes: 0 (features only),
-# 1-5, 6-19, and 20 or more (the tower alone).
+# 1-5, 6-19, and 20 or more.
 BLEND_BOUNDARIES = (1, 6, 20)
 
 
@@ -316,9 +316,8 @@ class ThinUserQuery(tf.keras.layers.Layer):
 
   q = normalize(w[b] * mean_z G(thin, z) + (1 - w[b]) * tower query), where
   b is the bucket of the history length (`BLEND_BOUNDARIES`: none, 1-5,
-  6-19, 20+) and `weights` [4] the blend weights (the last is 0: dense users
-  keep the tower's query). The noise draws are fixed, so the result is
-  deterministic, in training as in serving.
+  6-19, 20+) and `weights` [4] the blend weights. The noise draws are
+  fixed, so the result is deterministic, in training as in serving.
 
   Call it on (history [B, L] latest first, 0-padded; encoded features;
   tower query [B, dim]).

@@ -4,7 +4,7 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -65,10 +65,16 @@ def save_model(model: TwoStageModel, directory: str) -> str:
 
 
 def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
-                  directory: str) -> TwoStageModel:
+                  directory: str,
+                  rebuild: Optional[Callable[[TwoStageModel], None]] = None
+                  ) -> TwoStageModel:
   """The model `save_model` wrote, rebuilt for `data` (the same data and
-  config it was trained with; `rows` only size its tables)."""
+  config it was trained with; `rows` only size its tables). `rebuild`
+  attaches what was attached to the saved model (untrained; the checkpoint
+  fills it in)."""
   model = build_model(config, data, rows)
+  if rebuild:
+    rebuild(model)
   one = tf.ones([1], tf.int32)
   model.predict_rating(model.user_embeddings(one), model.item_embeddings(one))
   status = tf.train.Checkpoint(model=model).read(
