@@ -220,3 +220,17 @@ def test_config_of_an_older_version_names_the_new_setting(tmp_path, capsys):
   assert train.main(["--config", str(old), "--run-dir",
                      str(tmp_path / "run")]) == 2
   assert "'modified'" in capsys.readouterr().err
+
+
+def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
+  run_dir = run(tmp_path, "cold", "--cold-users", "0.2", "--augment", "gan",
+                "--gan-steps", "10", "--gan-batch-size", "32",
+                "--user-gan-steps", "20", "--augment-items", "0")
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  assert "GroupPop" in metrics["retrieval"]
+  assert "TFRS + GAN interactions" not in metrics["retrieval"]
+  for name in ("TFRS two-stage", "TFRS + GAN user generator", "GroupPop",
+               "MostPop", "user generator alone"):
+    assert metrics["retrieval"][name]["new"]["users"] == round(0.2 * 75)
+  assert "| TFRS + GAN user generator | new |" in (
+      run_dir / "report.md").read_text()

@@ -141,3 +141,21 @@ def test_early_stopping_excludes_only_real_interactions(prepared,
   generated.weight[:] = 0.1
   pipeline.train_recommender(config, ready, fit_rows + generated, fit_rows)
   assert (seen[0] != ready.matrices["fit"]).nnz == 0
+
+
+def test_new_users_are_served_through_features_not_an_untrained_id(trained):
+  _, ready, result = trained
+  model = result.model
+  history = model.history_items.numpy()
+  user = int(np.flatnonzero(history.any(axis=1))[0])
+  features = {k: tf.gather(v, [user]) for k, v in model.user_features.items()}
+  as_new = model.query_tower(tf.constant([0]), features,
+                             tf.zeros([1, history.shape[1]], tf.int32),
+                             preprocessed=True)
+  model.history_items.assign(np.where(np.arange(len(history))[:, None] ==
+                                      user, 0, history))
+  try:
+    np.testing.assert_allclose(model.user_embeddings(tf.constant([user])),
+                               as_new, atol=1e-6)
+  finally:
+    model.history_items.assign(history)

@@ -68,6 +68,9 @@ class DataConfig:
   cold_items: float = setting(
       0.0, "fraction of items whose training interactions are removed, to "
       "measure new-item retrieval")
+  cold_users: float = setting(
+      0.0, "fraction of users held out entirely (known by features only; "
+      "all their interactions are test), to measure new users")
   feature_kinds: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -251,6 +254,7 @@ class RunConfig:
         ("data.validation_fraction", self.data.validation_fraction, 0.0, 0.9),
         ("data.sparse_users", self.data.sparse_users, 0.0, 1.0),
         ("data.cold_items", self.data.cold_items, 0.0, 0.9),
+        ("data.cold_users", self.data.cold_users, 0.0, 0.9),
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
     ]

@@ -85,13 +85,18 @@ def summarize_data(split_data: SplitData) -> DataSummary:
 
 def fit_baselines(split_data: SplitData, k: int
                   ) -> Dict[str, evaluate.ScoreFn]:
-  """MostPop and EASE (lambda chosen on validation) on the train part."""
+  """MostPop, popularity within demographic groups (with user features)
+  and EASE (lambda chosen on validation), on the train part."""
   matrices = split_data.matrices
   l2 = (baselines.tune_ease(matrices["fit"], matrices["validation"], k)
         if matrices["validation"].nnz else baselines.EASE_DEFAULT_L2)
-  return {"MostPop": baselines.MostPopular(matrices["train"]).scores,
-          f"EASE (lambda={l2:g})": baselines.EASE(matrices["train"],
-                                                  l2).scores}
+  scorers = {"MostPop": baselines.MostPopular(matrices["train"]).scores}
+  if split_data.data.user_features.columns:
+    scorers["GroupPop"] = baselines.GroupPopular(
+        matrices["train"], split_data.data.user_features).scores
+  scorers[f"EASE (lambda={l2:g})"] = baselines.EASE(matrices["train"],
+                                                     l2).scores
+  return scorers
 
 
 # --- GAN and augmentation ----------------------------------------------------

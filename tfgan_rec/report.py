@@ -2,7 +2,7 @@
 import dataclasses
 from typing import Dict, List, Optional
 
-SLICE_ORDER = ("overall", "sparse", "dense")
+SLICE_ORDER = ("overall", "sparse", "dense", "new")
 
 
 @dataclasses.dataclass

@@ -110,9 +110,14 @@ class TwoStageModel(tfrs.Model):
     and then users with short histories get the `thin_user_query` blend,
     if one is attached (training passes `history` and never does)."""
     stored = history is None
+    features = {k: tf.gather(v, user) for k, v in self.user_features.items()}
     if stored:
       history = tf.gather(self.history_items, user)
-    features = {k: tf.gather(v, user) for k, v in self.user_features.items()}
+      # A user with no stored history was never trained on: their id
+      # embedding is untrained, so they are served as a new user (id 0),
+      # through features, as recommend_for_features does.
+      user = tf.where(tf.reduce_any(history > 0, axis=1), user,
+                      tf.zeros_like(user))
     query = self.query_tower(user, features, history, preprocessed=True)
     if stored and self.thin_user_query is not None:
       query = self.thin_user_query(history, features, query)
