@@ -88,9 +88,8 @@ def _group_codes(column: np.ndarray, kind: str) -> np.ndarray:
   values = pd.Series(column)
   if kind == "numeric":
     numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
-    values = pd.qcut(numbers, 4, labels=False, duplicates="drop").astype(
-        "Int64").astype(str)
-  return pd.factorize(values)[0]
+    values = pd.qcut(numbers, 4, labels=False, duplicates="drop")
+  return pd.factorize(values, use_na_sentinel=False)[0]
 
 
 class EASE:

@@ -172,13 +172,13 @@ def hold_out_users(user: np.ndarray, split: Split, fraction: float,
   new = np.sort(rng.choice(trained, int(round(fraction * len(trained))),
                            replace=False))
   known = lambda rows: rows[~np.isin(user[rows], new)]  # noqa: E731
-  everything = np.concatenate([split.train, split.test])
+  # Every interaction of theirs, including any that sparse-user
+  # truncation left out of training.
+  theirs = np.flatnonzero(np.isin(user, new))
   return dataclasses.replace(
       split, train=known(split.train), fit=known(split.fit),
       validation=known(split.validation),
-      test=np.sort(np.concatenate([
-          known(split.test), everything[np.isin(user[everything], new)]]))
-  ), new
+      test=np.sort(np.concatenate([known(split.test), theirs]))), new
 
 
 def make_split(user: np.ndarray, timestamp: np.ndarray, test_fraction: float,
