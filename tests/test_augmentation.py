@@ -32,8 +32,9 @@ def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
   monkeypatch.setattr(augmentation, "USERS_PER_CHUNK", users_per_chunk)
   rows = ready.examples("fit")
   config = AugmentationConfig(threshold=6, items_per_user=4, weight=0.25)
-  generated = augmentation.generate_interactions(small_trainer, rows,
-                                                   ready.data, config)
+  score = augmentation.gan_scorer(small_trainer, rows, ready.data, 2)
+  generated = augmentation.generate_interactions(score, rows, ready.data,
+                                                 config)
   counts = np.bincount(rows.user, minlength=ready.data.num_users + 1)
   targets = np.flatnonzero(counts[1:] < 6) + 1
   assert set(generated.user) == set(targets)
@@ -53,9 +54,13 @@ def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
 
 def test_top_unseen_holds_only_its_m_columns(small_trainer):
   users = np.arange(1, 11)
-  top = augmentation._top_unseen(small_trainer, small_trainer.data, users,
-                                samples=1, m=3,
-                                rng=small_trainer.noise_source())
+  data = small_trainer.data
+  seen = interaction_matrix(
+      np.repeat(np.arange(len(data.seen_splits) - 1),
+                np.diff(data.seen_splits)), data.seen_items,
+      len(data.seen_splits) - 2, data.num_items)
+  score = lambda u: small_trainer.generate(u, samples=1)
+  top = augmentation.top_unseen(score, seen, users, m=3)
   assert top.shape == (10, 3)
   # Not a view into the [users, catalogue] partition, which chunking frees.
   assert top.base is None or top.base.nbytes == top.nbytes
@@ -116,3 +121,23 @@ def test_evaluate_among_candidates_only():
   report = evaluate.evaluate_retrieval(scores, train, test, k=2,
                                        candidates=np.array([3, 4]))
   assert report["overall"]["recall@2"] == 1.0
+
+
+def test_ease_teacher_feeds_the_same_path(prepared):
+  _, ready = prepared
+  rows = ready.examples("fit")
+  config = AugmentationConfig(threshold=6, items_per_user=3, weight=0.2)
+  score = augmentation.ease_scorer(rows, ready.data, l2=100.0)
+  generated = augmentation.generate_interactions(score, rows, ready.data,
+                                                 config)
+  counts = np.bincount(rows.user, minlength=ready.data.num_users + 1)
+  assert set(generated.user) == set(np.flatnonzero(counts[1:] < 6) + 1)
+  assert not set(zip(rows.user, rows.item)) & set(
+      zip(generated.user, generated.item))
+  # EASE's own best unseen items, in its order of preference.
+  user = generated.user[0]
+  scores = score(np.array([user]))[0]
+  scores[0] = -np.inf
+  scores[rows.item[rows.user == user]] = -np.inf
+  assert set(generated.item[generated.user == user]) == set(
+      np.argsort(-scores)[:3])

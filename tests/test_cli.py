@@ -121,16 +121,31 @@ def test_csv_logs_run(tmp_path):
 
 def test_augment_gan_reports_both_models_and_new_items(tmp_path):
   run_dir = run(tmp_path, "gan", "--augment", "gan", "--gan-steps", "20",
-                "--gan-batch-size", "32", "--cold-items", "0.1")
+                "--gan-batch-size", "32", "--cold-items", "0.1",
+                "--user-gan-steps", "20")
   metrics = json.loads((run_dir / "metrics.json").read_text())
-  assert {"TFRS + GAN augmentation", "TFRS two-stage"} <= set(metrics["retrieval"])
+  assert {"TFRS + GAN interactions", "TFRS two-stage",
+          "TFRS + GAN user generator", "user generator alone",
+          "interaction GAN alone"} <= set(metrics["retrieval"])
+  assert set(metrics["user_generator"]["weights"]) == {
+      "no history", "1-5", "6-19", "20+"}
+  assert 0 <= metrics["augmentation"]["gini_generated"] <= 1
   assert metrics["augmentation"]["generated"] > 0
   new_items = metrics["new_items"]
   assert set(new_items["retrieval"]) == {"tower embeddings", "random",
                                          "GAN-generated embeddings"}
   assert new_items["generated_embeddings"] >= new_items["cold_items"]
   report = (run_dir / "report.md").read_text()
-  assert "| TFRS + GAN augmentation | sparse |" in report
+  assert "| TFRS + GAN user generator | sparse |" in report
+  # The export stage rebuilds the generator and its blend from the run.
+  again = tmp_path / "export-again"
+  assert export_lib.main(["--run-dir", str(run_dir), "--export-dir",
+                          str(again)]) == 0
+  users = tf.constant(["1", "2", "3", "unknown-user"])
+  outputs = [tf.saved_model.load(str(root / "recommend" / "1")).signatures[
+      "serving_default"](user_id=users, k=tf.constant([5] * 4, tf.int32))
+             for root in (tmp_path / "export", again)]
+  np.testing.assert_array_equal(outputs[0]["item_ids"], outputs[1]["item_ids"])
   assert "## New items" in report
 
 
@@ -205,3 +220,17 @@ def test_config_of_an_older_version_names_the_new_setting(tmp_path, capsys):
   assert train.main(["--config", str(old), "--run-dir",
                      str(tmp_path / "run")]) == 2
   assert "'modified'" in capsys.readouterr().err
+
+
+def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
+  run_dir = run(tmp_path, "cold", "--cold-users", "0.2", "--augment", "gan",
+                "--gan-steps", "10", "--gan-batch-size", "32",
+                "--user-gan-steps", "20", "--augment-items", "0")
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  assert "GroupPop" in metrics["retrieval"]
+  assert "TFRS + GAN interactions" not in metrics["retrieval"]
+  for name in ("TFRS two-stage", "TFRS + GAN user generator", "GroupPop",
+               "MostPop", "user generator alone"):
+    assert metrics["retrieval"][name]["new"]["users"] == round(0.2 * 75)
+  assert "| TFRS + GAN user generator | new |" in (
+      run_dir / "report.md").read_text()

@@ -66,3 +66,16 @@ def test_deterministic_under_seed_and_seed_matters():
     np.testing.assert_array_equal(getattr(first, part), getattr(again, part))
   assert set(first.sparse_users) != set(other.sparse_users)
   np.testing.assert_array_equal(first.test, other.test)
+
+
+def test_new_users_leave_training_and_all_their_rows_are_test():
+  user, timestamp = _data()
+  split = splits.make_split(user, timestamp, 0.2, 0.25, 0.3, 5, seed=1)
+  held, new = splits.hold_out_users(user, split, 0.1, seed=1)
+  assert len(new) == round(0.1 * len(np.unique(user[split.train])))
+  for part in (held.train, held.fit, held.validation):
+    assert not np.isin(user[part], new).any()
+  every_row = np.flatnonzero(np.isin(user, new))
+  assert set(every_row) <= set(held.test)
+  known_test = split.test[~np.isin(user[split.test], new)]
+  assert set(known_test) <= set(held.test)

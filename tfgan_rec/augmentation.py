@@ -1,9 +1,10 @@
-"""Generated interactions for sparse and new users, from a trained GAN.
+"""Generated interactions for sparse and new users, from a trained GAN (or,
+as an ablation, from EASE: the same path fed by a teacher).
 
 Users with fewer than `threshold` training interactions (and users known
-only by their features, who have none) get the generator's top
-`items_per_user` items they have not interacted with, averaged over
-`samples` noise draws. Generated rows carry weight `weight` < 1 and a
+only by their features, who have none) get the scorer's top
+`items_per_user` items they have not interacted with (the GAN's averaged
+over `samples` noise draws). Generated rows carry weight `weight` < 1 and a
 calibrated rating: the baseline estimate global mean + user bias + item bias
 from real ratings, not the generator's (high-skewed) scores.
 """
@@ -11,9 +12,12 @@ from typing import Optional
 
 import numpy as np
 
-from tfgan_rec.baselines import shrunk_means
+from scipy import sparse
+
+from tfgan_rec.baselines import EASE, shrunk_means
 from tfgan_rec.config import AugmentationConfig, GANConfig
-from tfgan_rec.data import EncodedData, Examples
+from tfgan_rec.data import EncodedData, Examples, interaction_matrix
+from tfgan_rec.evaluate import ScoreFn
 from tfgan_rec.gan.trainer import GANData, GANTrainer
 
 USERS_PER_CHUNK = 2048
@@ -45,24 +49,41 @@ def baseline_ratings(rows: Examples, num_users: int, num_items: int,
       mean + user_bias[user] + item_bias[item], low, high).astype(np.float32)
 
 
-def generate_interactions(trainer: GANTrainer, rows: Examples,
-                          data: EncodedData,
+def gan_scorer(trainer: GANTrainer, rows: Examples, data: EncodedData,
+               samples: int) -> ScoreFn:
+  """The interaction GAN's mean generated scores over `samples` noise
+  draws, conditioned on each user's interactions in `rows`. One noise source
+  serves every chunk of users, so chunks draw different noise."""
+  history = GANData.from_rows(rows.user, rows.item, data.num_users,
+                              data.num_items, data.user_features)
+  rng = trainer.noise_source()
+  return lambda users: trainer.generate(users, samples, history=history,
+                                        rng=rng)
+
+
+def ease_scorer(rows: Examples, data: EncodedData, l2: float) -> ScoreFn:
+  """EASE fitted on `rows`: the teacher whose top items replace the GAN's
+  in the same injection path (an ablation of the generator)."""
+  matrix = interaction_matrix(rows.user, rows.item, data.num_users,
+                              data.num_items)
+  return EASE(matrix, l2).scores
+
+
+def generate_interactions(score: ScoreFn, rows: Examples, data: EncodedData,
                           config: AugmentationConfig) -> Examples:
-  """Generated interactions (weight `config.weight`) for users below the
-  threshold, conditioned on `rows` (the real training interactions)."""
+  """Interactions (weight `config.weight`) for users below the threshold:
+  the `items_per_user` best-scored items each has not interacted with in
+  `rows` (the real training interactions)."""
   num_users, num_items = data.num_users, data.num_items
   counts = np.bincount(rows.user, minlength=num_users + 1)
   targets = np.flatnonzero(counts[1:] < config.threshold) + 1
   if not len(targets) or config.items_per_user <= 0:
     return Examples.empty()
-  history = GANData.from_rows(rows.user, rows.item, num_users, num_items,
-                              data.user_features)
+  seen = interaction_matrix(rows.user, rows.item, num_users, num_items)
   m = min(config.items_per_user, num_items)
   # Chunks of users keep the [users, catalogue] score matrix small.
-  rng = trainer.noise_source()
   top = np.concatenate([
-      _top_unseen(trainer, history, targets[start:start + USERS_PER_CHUNK],
-                  config.samples, m, rng)
+      top_unseen(score, seen, targets[start:start + USERS_PER_CHUNK], m)
       for start in range(0, len(targets), USERS_PER_CHUNK)])
   user = np.repeat(targets, m).astype(np.int32)
   item = top.ravel().astype(np.int32)
@@ -70,26 +91,17 @@ def generate_interactions(trainer: GANTrainer, rows: Examples,
   np.maximum.at(latest, rows.user, rows.timestamp)
   rate = baseline_ratings(rows, num_users, num_items)
   return Examples(user, item, rate(user, item), latest[user],
-                      np.full(len(user), config.weight, np.float32))
+                  np.full(len(user), config.weight, np.float32))
 
 
-def _top_unseen(trainer: GANTrainer, history: GANData, users: np.ndarray,
-                samples: int, m: int, rng) -> np.ndarray:
-  """[len(users), m]: each user's m best generated items not in `history`."""
-  scores = trainer.generate(users, samples, history=history, rng=rng)
+def top_unseen(score: ScoreFn, seen: sparse.csr_matrix, users: np.ndarray,
+               m: int) -> np.ndarray:
+  """[len(users), m]: each user's m best-scored items not `seen`."""
+  scores = np.array(score(users), dtype=np.float32)
   scores[:, 0] = -np.inf
-  seen_rows, seen_cols = _seen(history, users)
+  seen_rows, seen_cols = seen[users].nonzero()
   scores[seen_rows, seen_cols] = -np.inf
   # A copy: the slice alone is a view that would keep the chunk's whole
   # [users, catalogue] partition alive until every chunk is done (this
   # exhausted 24 GiB at 10M interactions).
   return np.argpartition(-scores, m - 1, axis=1)[:, :m].copy()
-
-
-def _seen(history: GANData, users: np.ndarray):
-  starts, ends = history.seen_splits[users], history.seen_splits[users + 1]
-  lengths = ends - starts
-  rows = np.repeat(np.arange(len(users)), lengths)
-  offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
-                                                 lengths)
-  return rows, history.seen_items[np.repeat(starts, lengths) + offsets]

@@ -20,7 +20,7 @@ import yaml
 
 from tfgan_rec.errors import InputError
 
-AUGMENTATION_SOURCES = ("none", "gan")
+AUGMENTATION_SOURCES = ("none", "gan", "ease")
 DATASETS = ("movielens", "csv", "synthetic")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband")
@@ -68,6 +68,9 @@ class DataConfig:
   cold_items: float = setting(
       0.0, "fraction of items whose training interactions are removed, to "
       "measure new-item retrieval")
+  cold_users: float = setting(
+      0.0, "fraction of users held out entirely (known by features only; "
+      "all their interactions are test), to measure new users")
   feature_kinds: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -144,12 +147,40 @@ class ItemGANConfig:
 
 
 @dataclasses.dataclass
+class UserGANConfig:
+  """The user generator (`gan.user_generator`): thin profile -> query."""
+  max_thin: int = 5
+  positives: int = 10
+  min_history: int = 20
+  validation_users: float = 0.1
+  new_user_share: float = 0.2
+  returning_share: float = 0.3
+  noise_dim: int = 8
+  hidden: int = 128
+  feature_dim: int = 16
+  learning_rate: float = 1e-3
+  steps: int = setting(2000, "user generator training steps",
+                       flag="user_gan_steps")
+  batch_size: int = 128
+  temperature: float = 0.1
+  ranking_weight: float = 1.0
+  distillation_weight: float = 0.5
+  anchor_weight: float = 1.0
+  adversarial_weight: float = setting(
+      0.1, "weight of the user generator's adversarial term (0: no GAN, "
+      "distillation only)", flag="user_gan_adversarial_weight")
+  samples: int = 4
+
+
+@dataclasses.dataclass
 class AugmentationConfig:
   """Where generated interactions come from, who gets them, how many, and
   their weight."""
   source: str = setting(
-      "none", "gan: add GAN-generated interactions for sparse and new users "
-      "and report both models", flag="augment", choices=AUGMENTATION_SOURCES)
+      "none", "gan: the GANs serve thin and new users and new items, and the "
+      "report sets each beside the model without them; ease: EASE's top "
+      "items instead of the interaction GAN's (an ablation)", flag="augment",
+      choices=AUGMENTATION_SOURCES)
   threshold: int = setting(20, "users with fewer training interactions get "
                            "generated ones", flag="augment_threshold")
   items_per_user: int = setting(5, "generated interactions per such user",
@@ -186,6 +217,7 @@ class RunConfig:
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
   gan: GANConfig = dataclasses.field(default_factory=GANConfig)
   item_gan: ItemGANConfig = dataclasses.field(default_factory=ItemGANConfig)
+  user_gan: UserGANConfig = dataclasses.field(default_factory=UserGANConfig)
   augmentation: AugmentationConfig = dataclasses.field(
       default_factory=AugmentationConfig)
   seed: int = setting(42, "fixes the split, initialisation and training "
@@ -222,6 +254,7 @@ class RunConfig:
         ("data.validation_fraction", self.data.validation_fraction, 0.0, 0.9),
         ("data.sparse_users", self.data.sparse_users, 0.0, 1.0),
         ("data.cold_items", self.data.cold_items, 0.0, 0.9),
+        ("data.cold_users", self.data.cold_users, 0.0, 0.9),
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
     ]

@@ -99,3 +99,18 @@ def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
 
 def rmse(predictions: np.ndarray, ratings: np.ndarray) -> float:
   return float(np.sqrt(np.mean((np.asarray(predictions) - ratings) ** 2)))
+
+
+def gini(items: np.ndarray, num_items: int) -> float:
+  """Gini coefficient of how often each catalogue item occurs in `items`
+  (0: all equally often; near 1: a few items take everything).
+
+  >>> gini(np.array([1, 2, 3, 4]), 4), round(gini(np.array([1, 1, 1, 1]), 4), 2)
+  (0.0, 0.75)
+  """
+  counts = np.sort(np.bincount(items, minlength=num_items + 1)[1:])
+  if not counts.sum():
+    return 0.0
+  ranks = np.arange(1, len(counts) + 1)
+  return float(np.sum((2 * ranks - len(counts) - 1) * counts) /
+               (len(counts) * counts.sum()))

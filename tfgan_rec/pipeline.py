@@ -25,9 +25,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import augmentation, baselines, evaluate, report, saved_models
+from tfgan_rec import (augmentation, baselines, evaluate, report,
+                       saved_models, thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
-                              NewItemSummary, RunSummary)
+                              NewItemSummary, RunSummary,
+                              UserGeneratorSummary)
 from tfgan_rec import data as data_lib
 from tfgan_rec.config import DataConfig, RunConfig, load_yaml, save_yaml, update
 from tfgan_rec.data import Examples, SplitData
@@ -44,7 +46,10 @@ CONFIG_FILE, METRICS_FILE, REPORT_FILE = ("config.yaml", "metrics.json",
                                           "report.md")
 MODEL_DIR, CANDIDATES_FILE, GAN_CHECKPOINTS = ("model", "candidates.npy",
                                                "gan_checkpoints")
-MODEL_NAME, AUGMENTED_NAME = "TFRS two-stage", "TFRS + GAN augmentation"
+MODEL_NAME = "TFRS two-stage"
+AUGMENTED_NAMES = {"gan": "TFRS + GAN interactions",
+                   "ease": "TFRS + EASE interactions (teacher ablation)"}
+USER_GENERATOR_NAME = "TFRS + GAN user generator"
 
 
 class StageTimer:
@@ -80,13 +85,18 @@ def summarize_data(split_data: SplitData) -> DataSummary:
 
 def fit_baselines(split_data: SplitData, k: int
                   ) -> Dict[str, evaluate.ScoreFn]:
-  """MostPop and EASE (lambda chosen on validation) on the train part."""
+  """MostPop, popularity within demographic groups (with user features)
+  and EASE (lambda chosen on validation), on the train part."""
   matrices = split_data.matrices
   l2 = (baselines.tune_ease(matrices["fit"], matrices["validation"], k)
         if matrices["validation"].nnz else baselines.EASE_DEFAULT_L2)
-  return {"MostPop": baselines.MostPopular(matrices["train"]).scores,
-          f"EASE (lambda={l2:g})": baselines.EASE(matrices["train"],
-                                                  l2).scores}
+  scorers = {"MostPop": baselines.MostPopular(matrices["train"]).scores}
+  if split_data.data.user_features.columns:
+    scorers["GroupPop"] = baselines.GroupPopular(
+        matrices["train"], split_data.data.user_features).scores
+  scorers[f"EASE (lambda={l2:g})"] = baselines.EASE(matrices["train"],
+                                                     l2).scores
+  return scorers
 
 
 # --- GAN and augmentation ----------------------------------------------------
@@ -116,8 +126,10 @@ def train_gan(config: RunConfig, split_data: SplitData, rows: Examples,
 def augment(config: RunConfig, trainer: GANTrainer, split_data: SplitData,
             rows: Examples) -> Examples:
   """`rows` plus the interactions the GAN generates for thin users."""
+  score = augmentation.gan_scorer(trainer, rows, split_data.data,
+                                  config.augmentation.samples)
   return rows + augmentation.generate_interactions(
-      trainer, rows, split_data.data, config.augmentation)
+      score, rows, split_data.data, config.augmentation)
 
 
 # --- recommender -------------------------------------------------------------
@@ -274,8 +286,11 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   exports it with `config.export`."""
   split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
-  model = training.restore_model(config, split_data.data,
-                                 split_data.examples("train"), model_dir)
+  rebuild = (thin_users.attach_untrained
+             if config.augmentation.source == "gan" else None)
+  model = training.restore_model(
+      config, split_data.data, split_data.examples("train"), model_dir,
+      rebuild=rebuild and (lambda model: rebuild(config, model)))
   candidates_path = os.path.join(model_dir, CANDIDATES_FILE)
   candidates = (np.load(candidates_path) if os.path.isfile(candidates_path)
                 else None)
@@ -298,7 +313,8 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
            data.users, data.items, data.interactions)
   summary = RunSummary(
       config=config.to_dict(), data=data, best_epoch=0, history=[],
-      retrieval={}, rmse={}, augmentation=None, new_items=None,
+      retrieval={}, rmse={}, augmentation=None, user_generator=None,
+      new_items=None,
       seconds=timer.seconds, exports={}, run_dir=run_dir)
   model, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
                                     summary)
@@ -315,38 +331,105 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
                         checkpoints: Optional[str], timer: StageTimer,
                         summary: RunSummary
                         ) -> Tuple[TwoStageModel, Examples]:
-  """Baselines, the recommender and, with GAN augmentation, its augmented
-  twin; fills `summary` and returns the model to export with the examples
-  it was trained on."""
-  k, has_test = config.eval.k, split_data.has_test
-  if has_test:
-    with timer("baselines"):
-      for name, score in fit_baselines(split_data, k).items():
-        summary.retrieval[name] = evaluate_retrieval(score, split_data, k)
-    summary.rmse["ItemMean"] = item_mean_rmse(split_data)
-  else:
-    log.info("no test split (--test-fraction 0): trained on every "
-             "interaction; the test report is skipped.")
+  """Baselines, the recommender and, with augmentation, its augmented twin
+  and the user generator; fills `summary` and returns the model to export
+  with the examples it was trained on."""
+  k = config.eval.k
+  _baselines(split_data, k, timer, summary)
   fit_rows, train_rows = split_data.examples("fit"), split_data.examples(
       "train")
   with timer("recommender"):
     result = train_recommender(config, split_data, fit_rows, train_rows)
   _record(summary, MODEL_NAME, result, split_data, k)
-  if config.augmentation.source != "gan":
+  source = config.augmentation.source
+  if source == "none":
     return result.model, train_rows
-  with timer("gan"):
-    trainer = train_gan(config, split_data, fit_rows, checkpoints)
-    fit_rows = augment(config, trainer, split_data, fit_rows)
-    augmented_rows = augment(config, trainer, split_data, train_rows)
+  if config.augmentation.items_per_user > 0:
+    result, fit_rows, train_rows = _augmented_twin(
+        config, split_data, fit_rows, train_rows, checkpoints, timer, summary)
+  if source == "gan":
+    summary.new_items = NewItemSummary()
+    with timer("user generator"):
+      choice = thin_users.serve_thin_users(config, split_data, result,
+                                           train_rows, fit_rows)
+    _record(summary, USER_GENERATOR_NAME, result, split_data, k)
+    _record_generator_alone(summary, result.model, split_data, k)
+    summary.user_generator = UserGeneratorSummary(
+        dict(zip(thin_users.BUCKETS, map(float, choice.weights))),
+        choice.tried)
+  return result.model, train_rows
+
+
+def _baselines(split_data: SplitData, k: int, timer: StageTimer,
+               summary: RunSummary) -> None:
+  if not split_data.has_test:
+    log.info("no test split (--test-fraction 0): trained on every "
+             "interaction; the test report is skipped.")
+    return
+  with timer("baselines"):
+    for name, score in fit_baselines(split_data, k).items():
+      summary.retrieval[name] = evaluate_retrieval(score, split_data, k)
+  summary.rmse["ItemMean"] = item_mean_rmse(split_data)
+
+
+def _augmented_twin(config: RunConfig, split_data: SplitData,
+                    fit_rows: Examples, train_rows: Examples,
+                    checkpoints: Optional[str], timer: StageTimer,
+                    summary: RunSummary):
+  """The recommender retrained on real plus generated interactions (the
+  interaction GAN's, or EASE's for the teacher ablation); returns its
+  FitResult and the augmented fit and train examples."""
+  source, k = config.augmentation.source, config.eval.k
+  with timer(f"{source} interactions"):
+    fit_score, train_score, gan_metrics = _interaction_scorers(
+        config, split_data, fit_rows, train_rows, checkpoints)
+    generated_fit = augmentation.generate_interactions(
+        fit_score, fit_rows, split_data.data, config.augmentation)
+    generated = augmentation.generate_interactions(
+        train_score, train_rows, split_data.data, config.augmentation)
   with timer("recommender (augmented)"):
-    result = train_recommender(config, split_data, fit_rows, augmented_rows)
-  _record(summary, AUGMENTED_NAME, result, split_data, k)
-  generated = augmented_rows.user[len(train_rows):]
+    result = train_recommender(config, split_data, fit_rows + generated_fit,
+                               train_rows + generated)
+  _record(summary, AUGMENTED_NAMES[source], result, split_data, k)
+  if source == "gan" and split_data.has_test:
+    summary.retrieval = {"interaction GAN alone": evaluate_retrieval(
+        train_score, split_data, k), **summary.retrieval}
   summary.augmentation = AugmentationSummary(
-      len(generated), len(np.unique(generated)),
-      config.augmentation.weight, trainer.last_metrics)
-  summary.new_items = NewItemSummary()
-  return result.model, augmented_rows
+      len(generated), len(np.unique(generated.user)),
+      config.augmentation.weight, gan_metrics,
+      evaluate.gini(generated.item, split_data.data.num_items),
+      evaluate.gini(train_rows.item, split_data.data.num_items))
+  return result, fit_rows + generated_fit, train_rows + generated
+
+
+def _interaction_scorers(config: RunConfig, split_data: SplitData,
+                         fit_rows: Examples, train_rows: Examples,
+                         checkpoints: Optional[str]):
+  """(scorer conditioned on the fit rows, on the train rows, GAN metrics):
+  the interaction GAN trained on the fit rows, or EASE."""
+  data, samples = split_data.data, config.augmentation.samples
+  if config.augmentation.source == "ease":
+    l2 = (baselines.tune_ease(split_data.matrices["fit"],
+                              split_data.matrices["validation"],
+                              config.eval.k)
+          if split_data.matrices["validation"].nnz
+          else baselines.EASE_DEFAULT_L2)
+    return (augmentation.ease_scorer(fit_rows, data, l2),
+            augmentation.ease_scorer(train_rows, data, l2), {})
+  trainer = train_gan(config, split_data, fit_rows, checkpoints)
+  return (augmentation.gan_scorer(trainer, fit_rows, data, samples),
+          augmentation.gan_scorer(trainer, train_rows, data, samples),
+          trainer.last_metrics)
+
+
+def _record_generator_alone(summary: RunSummary, model: TwoStageModel,
+                            split_data: SplitData, k: int) -> None:
+  """The user generator used directly as a recommender (its query alone,
+  from each user's latest items and features)."""
+  if split_data.has_test:
+    score = thin_users.generator_scores(model, model.thin_user_query)
+    summary.retrieval = {"user generator alone": evaluate_retrieval(
+        score, split_data, k), **summary.retrieval}
 
 
 def _record(summary: RunSummary, name: str, result: training.FitResult,

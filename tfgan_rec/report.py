@@ -2,7 +2,7 @@
 import dataclasses
 from typing import Dict, List, Optional
 
-SLICE_ORDER = ("overall", "sparse", "dense")
+SLICE_ORDER = ("overall", "sparse", "dense", "new")
 
 
 @dataclasses.dataclass
@@ -19,11 +19,23 @@ class DataSummary:
 
 @dataclasses.dataclass
 class AugmentationSummary:
-  """What the GAN added to the training examples."""
+  """What the GAN (or the EASE teacher) added to the training examples,
+  and how concentrated on popular items they are (Gini of the item counts:
+  0 = every item equally often, 1 = one item only)."""
   generated: int
   users: int
   weight: float
   gan_last_step: Dict[str, float]
+  gini_generated: float
+  gini_real: float
+
+
+@dataclasses.dataclass
+class UserGeneratorSummary:
+  """The user generator's blend weight per history-length bucket and the
+  validation Recall@K of every weight tried, {bucket: {weight: recall}}."""
+  weights: Dict[str, float]
+  tried: Dict[str, Dict[float, float]]
 
 
 @dataclasses.dataclass
@@ -49,6 +61,7 @@ class RunSummary:
   retrieval: Dict[str, Dict[str, dict]]
   rmse: Dict[str, float]
   augmentation: Optional[AugmentationSummary]
+  user_generator: Optional[UserGeneratorSummary]
   new_items: Optional[NewItemSummary]
   seconds: Dict[str, float]
   exports: Dict[str, str]
@@ -112,10 +125,16 @@ def _header(summary: RunSummary, k: int) -> List[str]:
   if summary.augmentation:
     generated = summary.augmentation
     lines.append(
-        f"- GAN augmentation: {generated.generated:,} generated "
-        f"interactions for {generated.users:,} users (weight "
-        f"{generated.weight:g}); the non-augmented twin is trained on "
+        f"- generated interactions: {generated.generated:,} for "
+        f"{generated.users:,} users (weight {generated.weight:g}); Gini of "
+        f"their items {generated.gini_generated:.3f} (real interactions "
+        f"{generated.gini_real:.3f}); the twin without them is trained on "
         f"the same split with the same seed")
+  if summary.user_generator:
+    weights = ", ".join(f"{bucket}: {weight:g}" for bucket, weight in
+                        summary.user_generator.weights.items())
+    lines.append(f"- user generator blend weight by history length "
+                 f"(chosen on validation): {weights}")
   return lines
 
 

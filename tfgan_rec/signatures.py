@@ -235,10 +235,9 @@ class RecommendModule(_Catalogue):
                 "user")]
     with tf.control_dependencies(checks):
       liked = tf.cast(self.item_lookup(liked_item_ids), tf.int32)
-    # Unknown liked IDs and "" padding both map to 0, which pools as empty.
-    user = tf.zeros_like(k)
-    # The raw strings go to the query tower's own FeaturePreprocessing.
-    query = self.model.query_tower(user, features, liked)
+    # Unknown liked IDs and "" padding both map to 0, which pools as empty;
+    # the raw strings go to the query tower's own FeaturePreprocessing.
+    query = self.model.new_user_embeddings(features, liked)
     # Liked items are excluded, and "" (item 0, the padding) with them.
     rows = tf.repeat(tf.range(tf.shape(liked)[0]), tf.shape(liked)[1])
     liked_pairs = tf.stack([rows, tf.reshape(liked, [-1])], axis=1)

@@ -160,6 +160,27 @@ def hold_out_items(item: np.ndarray, split: Split, fraction: float,
                              validation=warm(split.validation)), cold
 
 
+def hold_out_users(user: np.ndarray, split: Split, fraction: float,
+                   seed: int) -> tuple:
+  """Makes a seeded `fraction` of the trained users new: none of their
+  interactions is trained on, all of them are test.
+
+  Returns (split without their training rows, new user indices).
+  """
+  trained = np.unique(user[split.train])
+  rng = np.random.default_rng(seed + 2)
+  new = np.sort(rng.choice(trained, int(round(fraction * len(trained))),
+                           replace=False))
+  known = lambda rows: rows[~np.isin(user[rows], new)]  # noqa: E731
+  # Every interaction of theirs, including any that sparse-user
+  # truncation left out of training.
+  theirs = np.flatnonzero(np.isin(user, new))
+  return dataclasses.replace(
+      split, train=known(split.train), fit=known(split.fit),
+      validation=known(split.validation),
+      test=np.sort(np.concatenate([known(split.test), theirs]))), new
+
+
 def make_split(user: np.ndarray, timestamp: np.ndarray, test_fraction: float,
                validation_fraction: float, sparse_fraction: float = 0.0,
                sparse_keep: int = 5, seed: int = 0) -> Split:
@@ -198,9 +219,10 @@ def split_data(data: EncodedData, config: DataConfig, seed: int) -> SplitData:
     raise InputError(f"{data.source}: too small: need at least two "
                      f"interactions to train and validate.")
   if config.test_fraction == 0:
-    if config.cold_items > 0:
-      raise InputError("--cold-items measures new items on the test split, "
-                       "and --test-fraction 0 leaves none; drop one of them.")
+    if config.cold_items > 0 or config.cold_users > 0:
+      raise InputError("--cold-items and --cold-users measure new items and "
+                       "users on the test split, and --test-fraction 0 "
+                       "leaves none; drop one of them.")
     # Without a test split nothing measures sparse users: train on all.
     config = dataclasses.replace(config, sparse_users=0.0)
   split = make_split(data.user, data.timestamp, config.test_fraction,
@@ -210,13 +232,29 @@ def split_data(data: EncodedData, config: DataConfig, seed: int) -> SplitData:
   cold = np.zeros(0, dtype=np.int32)
   if config.cold_items > 0:
     split, cold = hold_out_items(data.item, split, config.cold_items, seed)
-  train_counts = np.bincount(data.user[split.train],
-                             minlength=data.num_users + 1)
-  sparse_mask = np.zeros(data.num_users + 1, dtype=bool)
-  sparse_mask[1:] = train_counts[1:] <= config.sparse_keep
+  new_users = np.zeros(0, dtype=np.int32)
+  if config.cold_users > 0:
+    split, new_users = hold_out_users(data.user, split, config.cold_users,
+                                      seed)
   matrices = {part: interaction_matrix(
       data.user[rows], data.item[rows], data.num_users, data.num_items)
               for part, rows in ((p, getattr(split, p)) for p in PARTS)}
   return SplitData(data, split, matrices,
-                   user_slices={"sparse": sparse_mask, "dense": ~sparse_mask},
+                   _user_slices(data, split, new_users, config.sparse_keep),
                    cold_items=cold)
+
+
+def _user_slices(data: EncodedData, split: Split, new_users: np.ndarray,
+                 sparse_keep: int) -> Dict[str, np.ndarray]:
+  """Masks over users: sparse (at most `sparse_keep` training
+  interactions), dense (more) and, when users were held out, new (none)."""
+  train_counts = np.bincount(data.user[split.train],
+                             minlength=data.num_users + 1)
+  new = np.zeros(data.num_users + 1, dtype=bool)
+  new[new_users] = True
+  sparse = (train_counts <= sparse_keep) & ~new
+  sparse[0] = False
+  slices = {"sparse": sparse, "dense": ~sparse & ~new}
+  if new.any():
+    slices["new"] = new
+  return slices

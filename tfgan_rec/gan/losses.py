@@ -97,7 +97,8 @@ LOSSES = {
 
 def gan_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor,
              kind: str = "modified", generator_terms=0.0,
-             discriminator_terms=0.0) -> GANLoss:
+             discriminator_terms=0.0,
+             adversarial_weight: float = 1.0) -> GANLoss:
   """Both players' per-example losses.
 
   Args:
@@ -109,6 +110,8 @@ def gan_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor,
       zero reconstruction, anchoring), already weighted.
     discriminator_terms: per-example terms added to D's loss (the gradient
       penalty), already weighted.
+    adversarial_weight: the weight of G's adversarial term (D's loss is not
+      weighted).
 
   Returns:
     `GANLoss(generator_loss, discriminator_loss)`, each [batch].
@@ -117,6 +120,7 @@ def gan_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor,
     raise ValueError(f"unknown GAN loss '{kind}'; use "
                      f"{' or '.join(LOSSES)}.")
   discriminator_fn, generator_fn = LOSSES[kind]
-  return GANLoss(generator_fn(fake_logits) + generator_terms,
+  return GANLoss(adversarial_weight * generator_fn(fake_logits) +
+                 generator_terms,
                  discriminator_fn(real_logits, fake_logits) +
                  discriminator_terms)

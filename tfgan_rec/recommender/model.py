@@ -83,6 +83,7 @@ class TwoStageModel(tfrs.Model):
     self.item_features = _encoded_table(self.item_preprocessing,
                                         data.item_features, "item")
     self.history_items = _constant_table(history, "history_items")
+    self.thin_user_query = None
     # The rating head predicts the deviation from the mean training rating.
     self.rating_offset = tf.Variable(float(rating_mean), trainable=False,
                                      name="rating_offset")
@@ -105,11 +106,38 @@ class TwoStageModel(tfrs.Model):
         metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
 
   def user_embeddings(self, user: tf.Tensor, history=None) -> tf.Tensor:
-    """Query embeddings; `history` defaults to the user's stored history."""
-    if history is None:
-      history = tf.gather(self.history_items, user)
+    """Query embeddings; `history` defaults to the user's stored history,
+    and then users with short histories get the `thin_user_query` blend,
+    if one is attached (training passes `history` and never does)."""
+    stored = history is None
     features = {k: tf.gather(v, user) for k, v in self.user_features.items()}
-    return self.query_tower(user, features, history, preprocessed=True)
+    if stored:
+      history = tf.gather(self.history_items, user)
+      # A user with no stored history was never trained on: their id
+      # embedding is untrained, so they are served as a new user (id 0),
+      # through features, as recommend_for_features does.
+      user = tf.where(tf.reduce_any(history > 0, axis=1), user,
+                      tf.zeros_like(user))
+    query = self.query_tower(user, features, history, preprocessed=True)
+    if stored and self.thin_user_query is not None:
+      query = self.thin_user_query(history, features, query)
+    return query
+
+  def new_user_embeddings(self, raw_features: Dict[str, tf.Tensor],
+                          liked: tf.Tensor) -> tf.Tensor:
+    """Query embeddings of users known only by raw features and the items
+    [B, L] they liked (0 pads), with the `thin_user_query` blend if any."""
+    features = self.user_preprocessing(raw_features)
+    user = tf.zeros_like(liked[:, 0])
+    query = self.query_tower(user, features, liked, preprocessed=True)
+    if self.thin_user_query is not None:
+      query = self.thin_user_query(liked, features, query)
+    return query
+
+  def attach_thin_user_query(self, layer: tf.keras.layers.Layer) -> None:
+    """Serves users with short histories through `layer(history, encoded
+    features, tower query) -> query` (see `gan.user_generator`)."""
+    self.thin_user_query = layer
 
   def item_embeddings(self, item: tf.Tensor, training=None) -> tf.Tensor:
     features = {k: tf.gather(v, item) for k, v in self.item_features.items()}

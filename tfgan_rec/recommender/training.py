@@ -4,7 +4,7 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,9 @@ class FitResult:
   model: TwoStageModel
   best_epoch: int
   history: List[Dict[str, float]]
+  # The early-stopped model trained on the fit part, before the refit (the
+  # one whose validation figures chose the epochs); `model` without refit.
+  fit_model: Optional[TwoStageModel] = None
 
 
 @dataclasses.dataclass
@@ -62,10 +65,16 @@ def save_model(model: TwoStageModel, directory: str) -> str:
 
 
 def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
-                  directory: str) -> TwoStageModel:
+                  directory: str,
+                  rebuild: Optional[Callable[[TwoStageModel], None]] = None
+                  ) -> TwoStageModel:
   """The model `save_model` wrote, rebuilt for `data` (the same data and
-  config it was trained with; `rows` only size its tables)."""
+  config it was trained with; `rows` only size its tables). `rebuild`
+  attaches what was attached to the saved model (untrained; the checkpoint
+  fills it in)."""
   model = build_model(config, data, rows)
+  if rebuild:
+    rebuild(model)
   one = tf.ones([1], tf.int32)
   model.predict_rating(model.user_embeddings(one), model.item_embeddings(one))
   status = tf.train.Checkpoint(model=model).read(
@@ -110,6 +119,13 @@ def make_dataset(rows: Examples, batch_size: int, seed: int,
       lambda order: {name: tf.gather(column, order)
                      for name, column in columns.items()}).prefetch(
                          tf.data.AUTOTUNE)
+
+
+def user_matrix(model: TwoStageModel) -> np.ndarray:
+  """Query embeddings of every user from their stored history,
+  [num_users + 1, dim] (row 0: the unknown user)."""
+  users = tf.range(0, model.history_items.shape[0], dtype=tf.int32)
+  return model.user_embeddings(users).numpy()
 
 
 def item_matrix(model: TwoStageModel) -> np.ndarray:
@@ -205,7 +221,7 @@ def train_recommender(config: RunConfig, split_data: SplitData,
   result = fit_with_early_stopping(config, split_data.data, fit_rows,
                                    validation, callbacks)
   if not config.train.refit:
-    return result
+    return dataclasses.replace(result, fit_model=result.model)
   log.info("Refitting on training + validation for %d epochs",
            result.best_epoch)
   tf.keras.utils.set_random_seed(config.seed)
@@ -216,4 +232,4 @@ def train_recommender(config: RunConfig, split_data: SplitData,
                                   None, callbacks)
   refit_history = [dict(r, refit=True) for r in refit.history]
   return FitResult(refit.model, result.best_epoch,
-                   result.history + refit_history)
+                   result.history + refit_history, fit_model=result.model)
