@@ -375,7 +375,7 @@ def recall_of_following(queries: np.ndarray, item_table: np.ndarray,
   """Mean Recall@k of each row's `following` items (0 pads) among the whole
   catalogue (column 0, the padding item, never ranks).
 
-  >>> recall_of_following(np.eye(2), np.eye(2), np.array([[1, 0]]), k=1)
+  >>> recall_of_following(np.eye(2)[1:], np.eye(2), np.array([[1, 0]]), k=1)
   1.0
   """
   scores = queries @ item_table.T
