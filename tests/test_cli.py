@@ -126,7 +126,8 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert {"TFRS + GAN interactions", "TFRS two-stage",
           "TFRS + GAN user generator", "user generator alone",
-          "interaction GAN alone"} <= set(metrics["retrieval"])
+          "interaction GAN alone",
+          "TFRS, latest 5 items only (no GAN)"} <= set(metrics["retrieval"])
   assert set(metrics["user_generator"]["weights"]) == {
       "no history", "1-5", "6-19", "20+"}
   assert 0 <= metrics["augmentation"]["gini_generated"] <= 1

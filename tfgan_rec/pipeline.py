@@ -427,9 +427,14 @@ def _record_generator_alone(summary: RunSummary, model: TwoStageModel,
   """The user generator used directly as a recommender (its query alone,
   from each user's latest items and features)."""
   if split_data.has_test:
-    score = thin_users.generator_scores(model, model.thin_user_query)
-    summary.retrieval = {"user generator alone": evaluate_retrieval(
-        score, split_data, k), **summary.retrieval}
+    layer = model.thin_user_query
+    latest = thin_users.recent_tower_scores(model, layer.max_thin)
+    score = thin_users.generator_scores(model, layer)
+    summary.retrieval = {
+        "user generator alone": evaluate_retrieval(score, split_data, k),
+        f"TFRS, latest {layer.max_thin} items only (no GAN)":
+            evaluate_retrieval(latest, split_data, k),
+        **summary.retrieval}
 
 
 def _record(summary: RunSummary, name: str, result: training.FitResult,

@@ -155,6 +155,20 @@ def generator_scores(model: TwoStageModel,
   return score
 
 
+def recent_tower_scores(model: TwoStageModel, latest: int) -> evaluate.ScoreFn:
+  """The tower's own query from each user's `latest` items only (id and
+  features as usual): the non-GAN twin of the generator's input, to tell
+  what recency alone is worth."""
+  items = training.item_matrix(model)
+
+  def score(users: np.ndarray) -> np.ndarray:
+    ids = tf.constant(users, tf.int32)
+    history = tf.gather(model.history_items, ids)[:, :latest]
+    return model.user_embeddings(ids, history).numpy() @ items.T
+
+  return score
+
+
 def serve_thin_users(config: RunConfig, split_data: SplitData,
                      result: training.FitResult, train_rows: Examples,
                      fit_rows: Examples) -> BlendChoice:
