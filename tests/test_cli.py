@@ -101,7 +101,7 @@ def test_existing_run_dir_is_not_overwritten(first_run, capsys):
   assert (run_dir / "metrics.json").read_text() == before
 
 
-def test_csv_logs_run(tmp_path):
+def write_csv_logs(tmp_path):
   ratings = tmp_path / "r.csv"
   rows = ["user_id,item_id,rating,timestamp"]
   for u in range(30):
@@ -111,12 +111,28 @@ def test_csv_logs_run(tmp_path):
   items = tmp_path / "i.csv"
   items.write_text("item_id,genres,year\n" + "\n".join(
       f"i{i},g{i % 4}|g{(i + 1) % 4},{1990 + i}" for i in range(45)) + "\n")
+  return ["--ratings", str(ratings), "--items", str(items)]
+
+
+def test_csv_logs_run(tmp_path):
   run_dir = tmp_path / "run"
-  assert train.main(["--ratings", str(ratings), "--items", str(items),
-                     "--epochs", "2", "--run-dir", str(run_dir),
+  assert train.main([*write_csv_logs(tmp_path), "--epochs", "2",
+                     "--run-dir", str(run_dir),
                      "--export-dir", str(tmp_path / "export")]) == 0
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert metrics["data"]["items"] == 45  # unrated items join the catalogue
+
+
+def test_production_fit_on_csv_logs_exports_all_models(tmp_path):
+  run_dir = tmp_path / "run"
+  assert train.main([*write_csv_logs(tmp_path), "--epochs", "2",
+                     "--test-fraction", "0", "--sparse-users", "0",
+                     "--run-dir", str(run_dir),
+                     "--export-dir", str(tmp_path / "export")]) == 0
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  assert metrics["data"]["train"] == metrics["data"]["interactions"] == 360
+  for model in saved_models.MODEL_NAMES:
+    assert os.path.isfile(tmp_path / "export" / model / "1" / "saved_model.pb")
 
 
 def test_augment_gan_reports_both_models_and_new_items(tmp_path):
