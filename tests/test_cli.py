@@ -239,6 +239,18 @@ def test_config_of_an_older_version_names_the_new_setting(tmp_path, capsys):
   assert "'modified'" in capsys.readouterr().err
 
 
+def test_augment_auto_says_what_it_used_and_why(tmp_path):
+  run_dir = run(tmp_path, "auto", "--augment", "auto", "--gan-steps", "10",
+                "--gan-batch-size", "32", "--user-gan-steps", "20")
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  decision = metrics["decisions"]["generated interactions"]
+  assert decision.startswith(("kept:", "not used:"))
+  assert "validation Recall@20" in decision
+  assert "user generator" in metrics["decisions"]
+  report = (run_dir / "report.md").read_text()
+  assert "- generated interactions: " in report
+
+
 def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
   run_dir = run(tmp_path, "cold", "--cold-users", "0.2", "--augment", "gan",
                 "--gan-steps", "10", "--gan-batch-size", "32",

@@ -20,7 +20,7 @@ import yaml
 
 from tfgan_rec.errors import InputError
 
-AUGMENTATION_SOURCES = ("none", "gan", "ease")
+AUGMENTATION_SOURCES = ("none", "gan", "ease", "auto")
 DATASETS = ("movielens", "csv", "synthetic")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband")
@@ -178,9 +178,10 @@ class AugmentationConfig:
   their weight."""
   source: str = setting(
       "none", "gan: the GANs serve thin and new users and new items, and the "
-      "report sets each beside the model without them; ease: EASE's top "
-      "items instead of the interaction GAN's (an ablation)", flag="augment",
-      choices=AUGMENTATION_SOURCES)
+      "report sets each beside the model without them; auto: as gan, but "
+      "generated interactions are kept only if validation says they help; "
+      "ease: EASE's top items instead of the interaction GAN's (an "
+      "ablation)", flag="augment", choices=AUGMENTATION_SOURCES)
   threshold: int = setting(20, "users with fewer training interactions get "
                            "generated ones", flag="augment_threshold")
   items_per_user: int = setting(5, "generated interactions per such user",
@@ -188,6 +189,11 @@ class AugmentationConfig:
   weight: float = setting(0.1, "sample weight of generated interactions",
                           flag="augment_weight")
   samples: int = 4
+
+  @property
+  def uses_gan(self) -> bool:
+    """Whether the GANs are trained (gan, auto)."""
+    return self.source in ("gan", "auto")
 
 
 @dataclasses.dataclass

@@ -150,7 +150,7 @@ def best_validation_recall(config: RunConfig, split_data: SplitData) -> float:
   stopping, exactly as `run` reaches it before its refit (the same seed
   gives the same number there)."""
   fit_rows = split_data.examples("fit")
-  if config.augmentation.source == "gan":
+  if config.augmentation.uses_gan:
     fit_rows = augment(config, train_gan(config, split_data, fit_rows),
                        split_data, fit_rows)
   no_refit = dataclasses.replace(
@@ -287,7 +287,7 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
   rebuild = (thin_users.attach_untrained
-             if config.augmentation.source == "gan" else None)
+             if config.augmentation.uses_gan else None)
   model = training.restore_model(
       config, split_data.data, split_data.examples("train"), model_dir,
       rebuild=rebuild and (lambda model: rebuild(config, model)))
@@ -306,7 +306,7 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
     split_data = prepare(config.data, config.seed)
   os.makedirs(run_dir, exist_ok=True)
   checkpoints = (gan_checkpoint_dir(run_dir, resume)
-                 if config.augmentation.source == "gan" else None)
+                 if config.augmentation.uses_gan else None)
   save_yaml(config, os.path.join(run_dir, CONFIG_FILE))
   data = summarize_data(split_data)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,
@@ -314,7 +314,7 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
   summary = RunSummary(
       config=config.to_dict(), data=data, best_epoch=0, history=[],
       retrieval={}, rmse={}, augmentation=None, user_generator=None,
-      new_items=None,
+      decisions={}, new_items=None,
       seconds=timer.seconds, exports={}, run_dir=run_dir)
   model, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
                                     summary)
@@ -341,13 +341,13 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
   with timer("recommender"):
     result = train_recommender(config, split_data, fit_rows, train_rows)
   _record(summary, MODEL_NAME, result, split_data, k)
-  source = config.augmentation.source
-  if source == "none":
+  if config.augmentation.source == "none":
     return result.model, train_rows
   if config.augmentation.items_per_user > 0:
-    result, fit_rows, train_rows = _augmented_twin(
-        config, split_data, fit_rows, train_rows, checkpoints, timer, summary)
-  if source == "gan":
+    result, fit_rows, train_rows = _augmented_or_twin(
+        config, split_data, result, (fit_rows, train_rows), checkpoints,
+        timer, summary)
+  if config.augmentation.uses_gan:
     summary.new_items = NewItemSummary()
     with timer("user generator"):
       choice = thin_users.serve_thin_users(config, split_data, result,
@@ -357,6 +357,10 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
     summary.user_generator = UserGeneratorSummary(
         dict(zip(thin_users.BUCKETS, map(float, choice.weights))),
         choice.tried)
+    summary.decisions["user generator"] = (
+        "blend weight per history length, chosen on validation (0: not "
+        "used): " + ", ".join(f"{bucket} {weight:g}" for bucket, weight in
+                              summary.user_generator.weights.items()))
   return result.model, train_rows
 
 
@@ -372,6 +376,45 @@ def _baselines(split_data: SplitData, k: int, timer: StageTimer,
   summary.rmse["ItemMean"] = item_mean_rmse(split_data)
 
 
+def _augmented_or_twin(config: RunConfig, split_data: SplitData,
+                       twin: training.FitResult, rows: Tuple[Examples, ...],
+                       checkpoints: Optional[str], timer: StageTimer,
+                       summary: RunSummary):
+  """The augmented twin and its examples; with `--augment auto`, the
+  twin instead when validation says the generated interactions do not help
+  (sparse users' validation Recall@K not higher, or overall more than 0.5%
+  lower). The decision and its figures go in `summary.decisions`."""
+  augmented = _augmented_twin(config, split_data, *rows, checkpoints, timer,
+                              summary)
+  if config.augmentation.source != "auto":
+    return augmented
+  k = config.eval.k
+  before, after = (_validation_by_slice(result, split_data, k)
+                   for result in (twin, augmented[0]))
+  keep = (after.get("sparse", 0.0) > before.get("sparse", 0.0) and
+          after["overall"] >= 0.995 * before["overall"])
+  summary.decisions["generated interactions"] = (
+      f"{'kept' if keep else 'not used'}: validation Recall@{k} overall "
+      f"{after['overall']:.4f} vs {before['overall']:.4f} without them, "
+      f"sparse {after.get('sparse', 0.0):.4f} vs "
+      f"{before.get('sparse', 0.0):.4f}")
+  if keep:
+    return augmented
+  summary.best_epoch, summary.history = twin.best_epoch, twin.history
+  return (twin, *rows)
+
+
+def _validation_by_slice(result: training.FitResult, split_data: SplitData,
+                         k: int) -> Dict[str, float]:
+  """Validation Recall@k per user slice of the early-stopped model."""
+  model = result.fit_model or result.model
+  metrics = evaluate.evaluate_retrieval(
+      lambda users: training.score_all_items(model, users),
+      split_data.matrices["fit"], split_data.matrices["validation"], k,
+      split_data.user_slices)
+  return {name: values[f"recall@{k}"] for name, values in metrics.items()}
+
+
 def _augmented_twin(config: RunConfig, split_data: SplitData,
                     fit_rows: Examples, train_rows: Examples,
                     checkpoints: Optional[str], timer: StageTimer,
@@ -380,6 +423,7 @@ def _augmented_twin(config: RunConfig, split_data: SplitData,
   interaction GAN's, or EASE's for the teacher ablation); returns its
   FitResult and the augmented fit and train examples."""
   source, k = config.augmentation.source, config.eval.k
+  source = "gan" if config.augmentation.uses_gan else source
   with timer(f"{source} interactions"):
     fit_score, train_score, gan_metrics = _interaction_scorers(
         config, split_data, fit_rows, train_rows, checkpoints)

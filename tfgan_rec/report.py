@@ -62,6 +62,8 @@ class RunSummary:
   rmse: Dict[str, float]
   augmentation: Optional[AugmentationSummary]
   user_generator: Optional[UserGeneratorSummary]
+  # What the augmentation used and why (the validation figures).
+  decisions: Dict[str, str]
   new_items: Optional[NewItemSummary]
   seconds: Dict[str, float]
   exports: Dict[str, str]
@@ -130,11 +132,8 @@ def _header(summary: RunSummary, k: int) -> List[str]:
         f"their items {generated.gini_generated:.3f} (real interactions "
         f"{generated.gini_real:.3f}); the twin without them is trained on "
         f"the same split with the same seed")
-  if summary.user_generator:
-    weights = ", ".join(f"{bucket}: {weight:g}" for bucket, weight in
-                        summary.user_generator.weights.items())
-    lines.append(f"- user generator blend weight by history length "
-                 f"(chosen on validation): {weights}")
+  lines += [f"- {what}: {decision}"
+            for what, decision in summary.decisions.items()]
   return lines
 
 

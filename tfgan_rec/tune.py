@@ -41,13 +41,13 @@ def choose_spaces(space: str, config: config_lib.RunConfig) -> List[str]:
     spaces = [s.strip() for s in space.split(",") if s.strip()]
   else:
     spaces = ["recommender"] + (["gan", "augmentation"]
-                                if config.augmentation.source == "gan" else [])
+                                if config.augmentation.uses_gan else [])
   unknown = [s for s in spaces if s not in config_lib.SEARCH_SPACES]
   if unknown:
     raise InputError(f"--space '{unknown[0]}' is unknown; use "
                      f"{', '.join(config_lib.SEARCH_SPACES)}.")
   needs_gan = set(spaces) & {"gan", "augmentation"}
-  if config.augmentation.source != "gan" and needs_gan:
+  if not config.augmentation.uses_gan and needs_gan:
     raise InputError("--space gan/augmentation needs --augment gan.")
   return spaces
 
