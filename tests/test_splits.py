@@ -79,3 +79,20 @@ def test_new_users_leave_training_and_all_their_rows_are_test():
   assert set(every_row) <= set(held.test)
   known_test = split.test[~np.isin(user[split.test], new)]
   assert set(known_test) <= set(held.test)
+
+
+def test_returning_users_keep_their_oldest_interactions():
+  user, timestamp = _data()
+  rows = np.arange(len(user))
+  latest, chosen = splits.truncate_histories(user, timestamp, rows, 0.5, 3,
+                                             seed=2)
+  oldest, same = splits.truncate_histories(user, timestamp, rows, 0.5, 3,
+                                           seed=2, oldest=True)
+  np.testing.assert_array_equal(chosen, same)
+  for u in chosen[:5]:
+    mine = timestamp[user == u]
+    kept_late = timestamp[latest][user[latest] == u]
+    kept_early = timestamp[oldest][user[oldest] == u]
+    assert len(kept_late) == len(kept_early) == min(3, len(mine))
+    np.testing.assert_array_equal(np.sort(kept_early), np.sort(mine)[:3])
+    np.testing.assert_array_equal(np.sort(kept_late), np.sort(mine)[-3:])

@@ -22,6 +22,7 @@ from tfgan_rec.errors import InputError
 
 AUGMENTATION_SOURCES = ("none", "gan", "ease", "auto")
 DATASETS = ("movielens", "csv", "synthetic")
+SPARSE_MODES = ("latest", "oldest")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband")
 SEARCH_SPACES = ("recommender", "gan", "augmentation")
@@ -65,6 +66,10 @@ class DataConfig:
   sparse_users: float = setting(
       0.3, "fraction of users whose training history is truncated")
   sparse_keep: int = setting(5, "interactions kept for those users")
+  sparse_mode: str = setting(
+      "latest", "which training interactions sparse users keep: latest "
+      "(new users) or oldest (returning users whose taste has moved on)",
+      choices=SPARSE_MODES)
   cold_items: float = setting(
       0.0, "fraction of items whose training interactions are removed, to "
       "measure new-item retrieval")
@@ -246,6 +251,7 @@ class RunConfig:
                          f"value from {low:g} to {high:g}.")
     for name, value, known in (
         ("data.dataset", self.data.dataset, DATASETS),
+        ("data.sparse_mode", self.data.sparse_mode, SPARSE_MODES),
         ("augmentation.source", self.augmentation.source,
          AUGMENTATION_SOURCES),
         ("gan.loss", self.gan.loss, ("modified", "wasserstein"))):

@@ -128,8 +128,9 @@ def temporal_holdout(user: np.ndarray, timestamp: np.ndarray, rows: np.ndarray,
 
 def truncate_histories(user: np.ndarray, timestamp: np.ndarray,
                        rows: np.ndarray, fraction: float, keep: int,
-                       seed: int) -> tuple:
-  """Keeps only the latest `keep` rows of a seeded `fraction` of users.
+                       seed: int, oldest: bool = False) -> tuple:
+  """Keeps only the latest `keep` rows (with `oldest`, the first `keep`) of
+  a seeded `fraction` of users.
 
   Returns (kept_rows, truncated_users).
   """
@@ -138,8 +139,9 @@ def truncate_histories(user: np.ndarray, timestamp: np.ndarray,
   chosen = np.sort(rng.choice(users, int(round(fraction * len(users))),
                               replace=False))
   ordered = _by_user_then_time(user, timestamp, rows)
-  _, from_end = _position_from_end(user[ordered])
-  drop = np.isin(user[ordered], chosen) & (from_end >= keep)
+  size, from_end = _position_from_end(user[ordered])
+  position = size - 1 - from_end if oldest else from_end
+  drop = np.isin(user[ordered], chosen) & (position >= keep)
   return np.sort(ordered[~drop]), chosen
 
 
@@ -183,7 +185,8 @@ def hold_out_users(user: np.ndarray, split: Split, fraction: float,
 
 def make_split(user: np.ndarray, timestamp: np.ndarray, test_fraction: float,
                validation_fraction: float, sparse_fraction: float = 0.0,
-               sparse_keep: int = 5, seed: int = 0) -> Split:
+               sparse_keep: int = 5, seed: int = 0,
+               sparse_oldest: bool = False) -> Split:
   """Test = latest `test_fraction` per user; then sparse users are truncated
   in training; then validation = latest `validation_fraction` of training."""
   rows = np.arange(len(user))
@@ -191,7 +194,8 @@ def make_split(user: np.ndarray, timestamp: np.ndarray, test_fraction: float,
   sparse_users = np.array([], dtype=user.dtype)
   if sparse_fraction > 0:
     train, sparse_users = truncate_histories(
-        user, timestamp, train, sparse_fraction, sparse_keep, seed)
+        user, timestamp, train, sparse_fraction, sparse_keep, seed,
+        sparse_oldest)
   fit, validation = temporal_holdout(user, timestamp, train,
                                      validation_fraction)
   return Split(train, fit, validation, test, sparse_users)
@@ -227,7 +231,8 @@ def split_data(data: EncodedData, config: DataConfig, seed: int) -> SplitData:
     config = dataclasses.replace(config, sparse_users=0.0)
   split = make_split(data.user, data.timestamp, config.test_fraction,
                      config.validation_fraction, config.sparse_users,
-                     config.sparse_keep, seed)
+                     config.sparse_keep, seed,
+                     sparse_oldest=config.sparse_mode == "oldest")
   _check_size(split, config, data.source)
   cold = np.zeros(0, dtype=np.int32)
   if config.cold_items > 0:
