@@ -175,6 +175,7 @@ class UserGANConfig:
       0.1, "weight of the user generator's adversarial term (0: no GAN, "
       "distillation only)", flag="user_gan_adversarial_weight")
   samples: int = 4
+  divergence_threshold: float = 1e4
 
 
 @dataclasses.dataclass

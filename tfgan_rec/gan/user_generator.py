@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfgan_rec.config import UserGANConfig
 from tfgan_rec.gan import losses
+from tfgan_rec.gan.trainer import GANDivergedError, diverged_losses
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
 
 # History lengths at which the blend weight changes: 0 (features only),
@@ -306,8 +307,14 @@ class UserGANTrainer:
                        f"training interactions to learn thin profiles from.")
     metrics = {}
     for step in range(self.config.steps):
-      metrics = self._step(tf.constant(step, tf.int64))
-    return {k: float(v) for k, v in metrics.items()}
+      metrics = {k: float(v) for k, v in
+                 self._step(tf.constant(step, tf.int64)).items()}
+      what = diverged_losses(metrics, self.config.divergence_threshold)
+      if what:
+        raise GANDivergedError(
+            f"user generator diverged at step {step + 1} ({what}). Lower "
+            f"user_gan.learning_rate or user_gan.adversarial_weight.")
+    return metrics
 
 
 class ThinUserQuery(tf.keras.layers.Layer):
