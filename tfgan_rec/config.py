@@ -259,6 +259,11 @@ class RunConfig:
       if value not in known:
         raise InputError(f"setting {name}='{value}' is unknown; use "
                          f"{', '.join(known)}.")
+    if self.augmentation.source == "auto" and not (
+        self.data.validation_fraction > 0):
+      raise InputError("--augment auto decides on the validation split; set "
+                       "--validation-fraction above 0, or use --augment "
+                       "gan.")
     return self
 
   def _ranges(self):
