@@ -251,6 +251,12 @@ def test_augment_auto_says_what_it_used_and_why(tmp_path):
   assert "- generated interactions: " in report
 
 
+def test_augment_auto_needs_a_validation_split(tmp_path, capsys):
+  assert train.main([*TINY, "--augment", "auto", "--validation-fraction",
+                     "0", "--run-dir", str(tmp_path / "run")]) == 2
+  assert "--validation-fraction above 0" in capsys.readouterr().err
+
+
 def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
   run_dir = run(tmp_path, "cold", "--cold-users", "0.2", "--augment", "gan",
                 "--gan-steps", "10", "--gan-batch-size", "32",

@@ -159,3 +159,12 @@ def test_new_users_are_served_through_features_not_an_untrained_id(trained):
                                as_new, atol=1e-6)
   finally:
     model.history_items.assign(history)
+
+
+def test_a_diverging_user_generator_stops_with_a_message(trained):
+  config, ready, result = trained
+  config = dataclasses.replace(config, user_gan=dataclasses.replace(
+      SMALL, divergence_threshold=1e-9))
+  with pytest.raises(user_gan.GANDivergedError, match="step 1 .*Lower"):
+    thin_users.train_user_generator(config, ready, result.model,
+                                    ready.examples("train"))

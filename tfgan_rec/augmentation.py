@@ -14,7 +14,7 @@ import numpy as np
 
 from scipy import sparse
 
-from tfgan_rec.baselines import EASE, shrunk_means
+from tfgan_rec.baselines import EASE, MostPopular, shrunk_means
 from tfgan_rec.config import AugmentationConfig, GANConfig
 from tfgan_rec.data import EncodedData, Examples, interaction_matrix
 from tfgan_rec.evaluate import ScoreFn
@@ -66,7 +66,16 @@ def ease_scorer(rows: Examples, data: EncodedData, l2: float) -> ScoreFn:
   in the same injection path (an ablation of the generator)."""
   matrix = interaction_matrix(rows.user, rows.item, data.num_users,
                               data.num_items)
-  return EASE(matrix, l2).scores
+  ease, popular = EASE(matrix, l2), MostPopular(matrix)
+  has_rows = np.asarray(matrix.sum(axis=1)).ravel() > 0
+
+  def score(users: np.ndarray) -> np.ndarray:
+    # EASE scores a user with no interactions all zero; they get popular
+    # items instead of an arbitrary tie order.
+    return np.where(has_rows[users, None], ease.scores(users),
+                    popular.scores(users))
+
+  return score
 
 
 def generate_interactions(score: ScoreFn, rows: Examples, data: EncodedData,

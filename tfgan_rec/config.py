@@ -175,6 +175,7 @@ class UserGANConfig:
       0.1, "weight of the user generator's adversarial term (0: no GAN, "
       "distillation only)", flag="user_gan_adversarial_weight")
   samples: int = 4
+  divergence_threshold: float = 1e4
 
 
 @dataclasses.dataclass
@@ -258,6 +259,11 @@ class RunConfig:
       if value not in known:
         raise InputError(f"setting {name}='{value}' is unknown; use "
                          f"{', '.join(known)}.")
+    if self.augmentation.source == "auto" and not (
+        self.data.validation_fraction > 0):
+      raise InputError("--augment auto decides on the validation split; set "
+                       "--validation-fraction above 0, or use --augment "
+                       "gan.")
     return self
 
   def _ranges(self):

@@ -350,8 +350,11 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
   if config.augmentation.uses_gan:
     summary.new_items = NewItemSummary()
     with timer("user generator"):
-      choice = thin_users.serve_thin_users(config, split_data, result,
-                                           train_rows, fit_rows)
+      try:
+        choice = thin_users.serve_thin_users(config, split_data, result,
+                                             train_rows, fit_rows)
+      except GANDivergedError as err:
+        raise InputError(str(err)) from None
     _record(summary, USER_GENERATOR_NAME, result, split_data, k)
     _record_generator_alone(summary, result.model, split_data, k)
     summary.user_generator = UserGeneratorSummary(

@@ -39,17 +39,23 @@ class BlendChoice:
 
 
 def train_user_generator(config: RunConfig, split_data: SplitData,
-                         model: TwoStageModel, rows: Examples
+                         model: TwoStageModel, rows: Examples,
+                         hold_out: bool = True
                          ) -> user_gan.UserGANTrainer:
-  """The user generator, trained on the dense users of `rows` (the real
-  interactions `model` was trained on) against `model`'s towers."""
+  """The user generator, trained on the dense users of the real
+  interactions in `rows` (generated ones, weight < 1, left out) against
+  `model`'s towers; `hold_out` keeps `validation_users` of them apart to
+  choose the new users' blend."""
   data = split_data.data
+  real = rows.weight >= 1.0
   histories = user_gan.UserHistories.from_interactions(
-      rows.user, rows.item, rows.timestamp, data.num_users)
+      rows.user[real], rows.item[real], rows.timestamp[real], data.num_users)
+  settings = (config.user_gan if hold_out else dataclasses.replace(
+      config.user_gan, validation_users=0.0))
   features = {name: table.numpy()
               for name, table in model.user_features.items()}
   trainer = user_gan.UserGANTrainer(
-      config.user_gan, training.user_matrix(model),
+      settings, training.user_matrix(model),
       training.item_matrix(model), histories, features,
       model.user_preprocessing, seed=config.seed)
   trainer.train()
@@ -97,7 +103,8 @@ def _validation_recalls(config: RunConfig, split_data: SplitData,
   """{bucket: {weight: validation Recall@K of the bucket's users}} for the
   buckets of users with fit interactions."""
   matrices, k = split_data.matrices, config.eval.k
-  lengths = np.asarray(matrices["fit"].sum(axis=1)).ravel()
+  # Counted as the serving layer counts them: the model's stored history.
+  lengths = (model.history_items.numpy() > 0).sum(axis=1)
   buckets = user_gan.blend_bucket(lengths)
   tried = {}
   for index in (1, 2, 3):
@@ -164,6 +171,8 @@ def recent_tower_scores(model: TwoStageModel, latest: int) -> evaluate.ScoreFn:
   def score(users: np.ndarray) -> np.ndarray:
     ids = tf.constant(users, tf.int32)
     history = tf.gather(model.history_items, ids)[:, :latest]
+    # Users with no history are new: id 0, as user_embeddings serves them.
+    ids = tf.where(tf.reduce_any(history > 0, axis=1), ids, 0)
     return model.user_embeddings(ids, history).numpy() @ items.T
 
   return score
@@ -181,7 +190,7 @@ def serve_thin_users(config: RunConfig, split_data: SplitData,
   choice = choose_blend(config, split_data, early, trainer)
   if early is not result.model:
     trainer = train_user_generator(config, split_data, result.model,
-                                   train_rows)
+                                   train_rows, hold_out=False)
   result.model.attach_thin_user_query(
       thin_user_query(config, trainer.generator, choice.weights))
   return choice

@@ -68,6 +68,14 @@ class GANData:
                np.flatnonzero(counts).astype(np.int32))
 
 
+def diverged_losses(metrics: Dict[str, float], threshold: float) -> str:
+  """The losses in `metrics` that are NaN/inf or beyond `threshold`, as
+  "name=value, ..." ("" when none)."""
+  return ", ".join(f"{name}={value:.3g}" for name, value in metrics.items()
+                   if name.endswith("loss") and (
+                       not np.isfinite(value) or abs(value) > threshold))
+
+
 def dense_rows(values, splits, users, width) -> tf.Tensor:
   """Binary [len(users), width] rows of a ragged (values, splits) table."""
   rows = tf.gather(tf.RaggedTensor.from_row_splits(values, splits), users)
@@ -299,11 +307,9 @@ class GANTrainer:
     return metrics
 
   def _guard(self, step: int, metrics: Dict[str, float]) -> None:
-    bad = {k: v for k, v in metrics.items() if k.endswith("loss") and (
-        not np.isfinite(v) or abs(v) > self.config.divergence_threshold)}
-    if not bad:
+    what = diverged_losses(metrics, self.config.divergence_threshold)
+    if not what:
       return
-    what = ", ".join(f"{k}={v:.3g}" for k, v in bad.items())
     restored = "no checkpoint to restore"
     if self.manager and self.manager.latest_checkpoint:
       self.checkpoint.restore(self.manager.latest_checkpoint)

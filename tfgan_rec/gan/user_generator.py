@@ -10,8 +10,9 @@ thin ones (simulated sparsity), in two kinds of episodes:
 
 - *new*: the k items just before a random point in time; the next
   `positives` items are what the user does next;
-- *returning*: the user's first k items; the latest `positives` items are
-  what the user does now (their taste has moved on).
+- *returning*: the user's first k items (of the latest 256 kept); the
+  latest `positives` items are what the user does now (their taste has
+  moved on).
 
 Its loss (`gan_loss`) is adversarial, against a discriminator that tells the
 trained query tower's embedding of the same user's FULL profile (the
@@ -32,6 +33,7 @@ import tensorflow as tf
 
 from tfgan_rec.config import UserGANConfig
 from tfgan_rec.gan import losses
+from tfgan_rec.gan.trainer import GANDivergedError, diverged_losses
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
 
 # History lengths at which the blend weight changes: 0 (features only),
@@ -179,9 +181,15 @@ def _catalogue_log_probs(query, item_table, exclude, temperature):
   """log softmax over the catalogue of query . item / temperature, the
   padding item and the `exclude`d items [B, n] (0 = none) left out."""
   logits = tf.matmul(query, item_table, transpose_b=True) / temperature
-  width = tf.shape(logits)[1]
-  mask = tf.reduce_max(tf.one_hot(exclude, width), axis=1)
-  mask = tf.maximum(mask, tf.one_hot(tf.zeros_like(exclude[:, 0]), width))
+  rows = tf.repeat(tf.range(tf.shape(exclude)[0]), tf.shape(exclude)[1])
+  # [B, items] 0/1 by scatter (one-hot would be [B, n, items]); the
+  # padding item 0 is always among the excluded.
+  mask = tf.tensor_scatter_nd_max(
+      tf.zeros_like(logits),
+      tf.stack([rows, tf.reshape(exclude, [-1])], axis=1),
+      tf.ones_like(rows, tf.float32))
+  mask = tf.maximum(mask, tf.one_hot(tf.zeros_like(exclude[:, 0]),
+                                     tf.shape(logits)[1]))
   return tf.nn.log_softmax(logits - 1e9 * mask)
 
 
@@ -265,8 +273,9 @@ class UserGANTrainer:
     users = tf.gather(self.train_users, pick)
     thin, following = episodes(self.histories, users, self.config, seed + 1)
     features = {k: tf.gather(v, users) for k, v in self.features.items()}
+    # seed + 1 and seed + 2 feed the episodes; noise gets its own stream.
     noise = tf.random.stateless_normal(
-        [self.config.batch_size, self.config.noise_dim], seed + 2)
+        [self.config.batch_size, self.config.noise_dim], seed + 3)
     return users, thin, following, features, noise
 
   def _train_step(self, step):
@@ -306,8 +315,14 @@ class UserGANTrainer:
                        f"training interactions to learn thin profiles from.")
     metrics = {}
     for step in range(self.config.steps):
-      metrics = self._step(tf.constant(step, tf.int64))
-    return {k: float(v) for k, v in metrics.items()}
+      metrics = {k: float(v) for k, v in
+                 self._step(tf.constant(step, tf.int64)).items()}
+      what = diverged_losses(metrics, self.config.divergence_threshold)
+      if what:
+        raise GANDivergedError(
+            f"user generator diverged at step {step + 1} ({what}). Lower "
+            f"user_gan.learning_rate or user_gan.adversarial_weight.")
+    return metrics
 
 
 class ThinUserQuery(tf.keras.layers.Layer):
@@ -345,6 +360,10 @@ class ThinUserQuery(tf.keras.layers.Layer):
     return tf.math.l2_normalize(mean, -1)
 
   def call(self, history, features, tower_query):
+    # Items first (stable, so the latest stay first), padding last: a
+    # request's liked items may have "" or unknown ids anywhere.
+    history = tf.gather(history, tf.argsort(
+        tf.cast(history <= 0, tf.int32), axis=1, stable=True), batch_dims=1)
     length = tf.reduce_sum(tf.cast(history > 0, tf.int32), axis=1)
     bucket = tf.searchsorted(tf.constant(BLEND_BOUNDARIES, tf.int32), length,
                              side="right")
@@ -362,7 +381,8 @@ def blend_bucket(lengths: np.ndarray) -> np.ndarray:
 
 def new_user_episodes(trainer: UserGANTrainer, seed: int = 0):
   """Fixed features-only episodes of the trainer's validation users:
-  (users, the items that follow the cut [B, positives])."""
+  (users, the items that follow a random cut, or for `returning_share` of
+  them the latest items [B, positives])."""
   config = dataclasses.replace(trainer.config, new_user_share=1.0)
   users = tf.constant(trainer.validation_users)
   _, following = episodes(trainer.histories, users, config,

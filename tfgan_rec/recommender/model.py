@@ -128,7 +128,7 @@ class TwoStageModel(tfrs.Model):
     """Query embeddings of users known only by raw features and the items
     [B, L] they liked (0 pads), with the `thin_user_query` blend if any."""
     features = self.user_preprocessing(raw_features)
-    user = tf.zeros_like(liked[:, 0])
+    user = tf.zeros(tf.shape(liked)[:1], tf.int32)
     query = self.query_tower(user, features, liked, preprocessed=True)
     if self.thin_user_query is not None:
       query = self.thin_user_query(liked, features, query)
