@@ -64,6 +64,8 @@ def train_user_generator(config: RunConfig, split_data: SplitData,
 
 def thin_user_query(config: RunConfig, generator: user_gan.UserGenerator,
                     weights) -> user_gan.ThinUserQuery:
+  """The serving blend of `generator` with the tower, `weights` per history
+  bucket (`BUCKETS`), with the run's fixed noise draws."""
   return user_gan.ThinUserQuery(generator, weights, config.user_gan.max_thin,
                                 config.user_gan.samples, seed=config.seed)
 
