@@ -24,7 +24,7 @@ from tfgan_rec.config import RunConfig
 from tfgan_rec.data import Examples, SplitData
 from tfgan_rec.gan import user_generator as user_gan
 from tfgan_rec.recommender import training
-from tfgan_rec.recommender.model import TwoStageModel
+from tfgan_rec.recommender.model import TwoStageModel, served_user_id
 
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 BUCKETS = ("no history", "1-5", "6-19", "20+")
@@ -131,8 +131,7 @@ def _new_user_recalls(config: RunConfig, model: TwoStageModel,
   users, following = user_gan.new_user_episodes(trainer, config.seed)
   if not len(users):
     return {0.0: 0.0}
-  features = {name: tf.gather(table, users)
-              for name, table in model.user_features.items()}
+  features = model.user_feature_rows(users)
   empty = tf.zeros([len(users), config.user_gan.max_thin], tf.int32)
   tower = model.query_tower(tf.zeros([len(users)], tf.int32), features,
                             empty, preprocessed=True).numpy()
@@ -156,8 +155,7 @@ def generator_scores(model: TwoStageModel,
   def score(users: np.ndarray) -> np.ndarray:
     ids = tf.constant(users, tf.int32)
     history = tf.gather(model.history_items, ids)
-    features = {name: tf.gather(table, ids)
-                for name, table in model.user_features.items()}
+    features = model.user_feature_rows(ids)
     thin = history[:, :layer.max_thin]
     return layer.generated(thin, features).numpy() @ items.T
 
@@ -173,9 +171,8 @@ def recent_tower_scores(model: TwoStageModel, latest: int) -> evaluate.ScoreFn:
   def score(users: np.ndarray) -> np.ndarray:
     ids = tf.constant(users, tf.int32)
     history = tf.gather(model.history_items, ids)[:, :latest]
-    # Users with no history are new: id 0, as user_embeddings serves them.
-    ids = tf.where(tf.reduce_any(history > 0, axis=1), ids, 0)
-    return model.user_embeddings(ids, history).numpy() @ items.T
+    return model.user_embeddings(served_user_id(ids, history),
+                                 history).numpy() @ items.T
 
   return score
 

@@ -25,6 +25,14 @@ def history_table(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
   return table
 
 
+def served_user_id(user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+  """`user`, or 0 for users with an empty `history`: a user never trained
+  on has an untrained id embedding, so they are served as a new user (id
+  0), through features, as recommend_for_features does."""
+  return tf.where(tf.reduce_any(history > 0, axis=1), user,
+                  tf.zeros_like(user))
+
+
 def _constant_table(values: np.ndarray, name: str) -> tf.Variable:
   # Non-trainable variables rather than constants keep large tables out of
   # the graph proto (2 GiB limit) and let them be swapped without retracing.
@@ -110,18 +118,18 @@ class TwoStageModel(tfrs.Model):
     and then users with short histories get the `thin_user_query` blend,
     if one is attached (training passes `history` and never does)."""
     stored = history is None
-    features = {k: tf.gather(v, user) for k, v in self.user_features.items()}
+    features = self.user_feature_rows(user)
     if stored:
       history = tf.gather(self.history_items, user)
-      # A user with no stored history was never trained on: their id
-      # embedding is untrained, so they are served as a new user (id 0),
-      # through features, as recommend_for_features does.
-      user = tf.where(tf.reduce_any(history > 0, axis=1), user,
-                      tf.zeros_like(user))
+      user = served_user_id(user, history)
     query = self.query_tower(user, features, history, preprocessed=True)
     if stored and self.thin_user_query is not None:
       query = self.thin_user_query(history, features, query)
     return query
+
+  def user_feature_rows(self, user: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """The users' encoded features, {name: [B, ...]}."""
+    return {k: tf.gather(v, user) for k, v in self.user_features.items()}
 
   def new_user_embeddings(self, raw_features: Dict[str, tf.Tensor],
                           liked: tf.Tensor) -> tf.Tensor:
