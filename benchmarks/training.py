@@ -123,11 +123,11 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
   import tensorflow as tf
   from tfgan_rec import augmentation, config as config_lib, data as data_lib
   from tfgan_rec import pipeline
-  from tfgan_rec.gan import trainer as trainer_lib
+  from tfgan_rec.gan import loop as gan_loop
   from tfgan_rec.recommender import training
 
-  trainer_lib.use_logical_cpus(replicas)
-  strategy = trainer_lib.make_strategy()
+  gan_loop.use_logical_cpus(replicas)
+  strategy = gan_loop.make_strategy()
   # For Keras fit: embedding gradients are IndexedSlices of a different
   # length on each replica, which the default collective all-reduce rejects.
   # One replica trains as `python -m tfgan_rec.train` does, without a strategy.

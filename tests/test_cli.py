@@ -152,6 +152,9 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
   assert set(new_items["retrieval"]) == {"tower embeddings", "random",
                                          "GAN-generated embeddings"}
   assert new_items["generated_embeddings"] >= new_items["cold_items"]
+  # Every generator checkpoints (so --resume continues it) in its folder.
+  for folder in ("", "user_generator_fit", "item_generator"):
+    assert (run_dir / "gan_checkpoints" / folder / "checkpoint").exists()
   report = (run_dir / "report.md").read_text()
   assert "| TFRS + GAN user generator | sparse |" in report
   # The export stage rebuilds the generator and its blend from the run.

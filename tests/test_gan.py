@@ -1,4 +1,5 @@
-"""The GAN: losses, distribution, checkpoints, divergence guard, quality."""
+"""The GANs: losses; for every trainer (interaction GAN, user and item
+generators) distribution, checkpoints and the divergence guard; quality."""
 import json
 import os
 import socket
@@ -8,15 +9,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import gan_worker
 
 from tfgan_rec import baselines, evaluate
 from tfgan_rec.config import GANConfig
-from tfgan_rec.gan import losses
+from tfgan_rec.gan import losses, loop
 from tfgan_rec.gan import trainer as gan_trainer
 
 WORKER = os.path.join(os.path.dirname(__file__), "helpers", "gan_worker.py")
-SMALL = GANConfig(steps=20, batch_size=32, hidden=(32,), noise_dim=8,
-                  checkpoint_every=5)
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,7 @@ def gan_data(prepared):
                                        data.user_features)
 
 
-def weights(trainer):
-  return [w.numpy() for w in trainer.generator.weights +
-          trainer.discriminator.weights]
+weights = gan_worker.weights
 
 
 def test_gan_loss_by_hand():
@@ -64,13 +62,25 @@ def test_gradient_penalty_is_zero_for_unit_slope_critic():
   np.testing.assert_allclose(penalty.numpy(), 0.0, atol=1e-6)
 
 
-def test_train_step_traced_once_and_wasserstein_runs(gan_data):
-  for loss in ("modified", "wasserstein"):
-    config = GANConfig(**{**SMALL.__dict__, "loss": loss, "steps": 4})
-    trainer = gan_trainer.GANTrainer(config, gan_data, seed=1)
-    metrics = trainer.train()
-    assert trainer.trace_count == 1
-    assert all(np.isfinite(v) for v in metrics.values())
+@pytest.fixture(scope="module")
+def small_data():
+  return gan_worker.small_data()
+
+
+KINDS = sorted(gan_worker.TRAINERS)
+
+
+def test_wasserstein_loss_runs(small_data):
+  metrics = gan_worker.gan(small_data, steps=4, loss="wasserstein").train()
+  assert all(np.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_step_traced_once(small_data, kind):
+  trainer = gan_worker.TRAINERS[kind](small_data, steps=4)
+  metrics = trainer.train()
+  assert trainer.trace_count == 1
+  assert all(np.isfinite(v) for v in metrics.values())
 
 
 def test_mirrored_two_devices_match_one(tmp_path):
@@ -78,11 +88,13 @@ def test_mirrored_two_devices_match_one(tmp_path):
   subprocess.run([sys.executable, WORKER, str(out), "mirrored"], check=True,
                  capture_output=True, timeout=300)
   saved = np.load(out)
-  count = len([k for k in saved.files if k.startswith("one_")])
-  assert count > 0
-  for i in range(count):
-    np.testing.assert_allclose(saved[f"one_{i}"], saved[f"two_{i}"],
-                               rtol=1e-4, atol=1e-5)
+  for kind in KINDS:
+    count = len([k for k in saved.files if k.startswith(f"{kind}_one_")])
+    assert count > 0, kind
+    for i in range(count):
+      np.testing.assert_allclose(saved[f"{kind}_one_{i}"],
+                                 saved[f"{kind}_two_{i}"], rtol=1e-4,
+                                 atol=1e-5, err_msg=kind)
 
 
 def _free_port():
@@ -106,25 +118,25 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     output = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, output[-2000:]
   first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
-  assert len(first.files) > 0
+  assert {name.split("_")[0] for name in first.files} == set(KINDS)
   for name in first.files:
     np.testing.assert_array_equal(first[name], second[name])
 
 
-def test_killed_run_resumes_from_checkpoint(gan_data, tmp_path):
-  uninterrupted = gan_trainer.GANTrainer(SMALL, gan_data, seed=5)
+@pytest.mark.parametrize("kind", KINDS)
+def test_killed_run_resumes_from_checkpoint(small_data, kind, tmp_path):
+  make = gan_worker.TRAINERS[kind]
+  uninterrupted = make(small_data, steps=20)
   uninterrupted.train()
 
   def kill_at_12(step):
     if step == 12:
       raise KeyboardInterrupt
 
-  first = gan_trainer.GANTrainer(SMALL, gan_data, seed=5,
-                                 checkpoint_dir=str(tmp_path))
+  first = make(small_data, steps=20, checkpoint_dir=str(tmp_path))
   with pytest.raises(KeyboardInterrupt):
     first.train(after_step=kill_at_12)
-  resumed = gan_trainer.GANTrainer(SMALL, gan_data, seed=5,
-                                   checkpoint_dir=str(tmp_path))
+  resumed = make(small_data, steps=20, checkpoint_dir=str(tmp_path))
   assert resumed.restore() == 10
   resumed.train()
   assert int(resumed.step.numpy()) == 20
@@ -132,17 +144,19 @@ def test_killed_run_resumes_from_checkpoint(gan_data, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_divergence_guard_restores_last_good_checkpoint(gan_data, tmp_path):
-  trainer = gan_trainer.GANTrainer(SMALL, gan_data, seed=5,
-                                   checkpoint_dir=str(tmp_path))
+@pytest.mark.parametrize("kind", KINDS)
+def test_divergence_guard_restores_last_good_checkpoint(small_data, kind,
+                                                        tmp_path):
+  trainer = gan_worker.TRAINERS[kind](small_data, steps=20,
+                                      checkpoint_dir=str(tmp_path))
 
   def poison(step):
     if step == 7:
       variable = trainer.generator.trainable_variables[-1]
       variable.assign(tf.fill(variable.shape, np.nan))
 
-  with pytest.raises(gan_trainer.GANDivergedError,
-                     match="diverged at step 8.*restored"):
+  with pytest.raises(loop.GANDivergedError,
+                     match="diverged at step 8.*restored.*Lower"):
     trainer.train(after_step=poison)
   assert int(trainer.step.numpy()) == 5
   assert all(np.isfinite(w).all() for w in weights(trainer))

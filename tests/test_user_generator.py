@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfgan_rec import pipeline, saved_models, thin_users
 from tfgan_rec.config import UserGANConfig
+from tfgan_rec.gan import loop
 from tfgan_rec.gan import user_generator as user_gan
 from tfgan_rec.recommender import training
 
@@ -165,6 +166,6 @@ def test_a_diverging_user_generator_stops_with_a_message(trained):
   config, ready, result = trained
   config = dataclasses.replace(config, user_gan=dataclasses.replace(
       SMALL, divergence_threshold=1e-9))
-  with pytest.raises(user_gan.GANDivergedError, match="step 1 .*Lower"):
+  with pytest.raises(loop.GANDivergedError, match="step 1 .*Lower"):
     thin_users.train_user_generator(config, ready, result.model,
                                     ready.examples("train"))

@@ -149,6 +149,9 @@ class ItemGANConfig:
   steps: int = 1500
   batch_size: int = 128
   similarity_weight: float = 5.0
+  checkpoint_every: int = 250
+  log_every: int = 50
+  divergence_threshold: float = 1e4
 
 
 @dataclasses.dataclass
@@ -175,6 +178,8 @@ class UserGANConfig:
       0.1, "weight of the user generator's adversarial term (0: no GAN, "
       "distillation only)", flag="user_gan_adversarial_weight")
   samples: int = 4
+  checkpoint_every: int = 250
+  log_every: int = 50
   divergence_threshold: float = 1e4
 
 

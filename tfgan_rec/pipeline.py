@@ -35,7 +35,8 @@ from tfgan_rec.config import DataConfig, RunConfig, load_yaml, save_yaml, update
 from tfgan_rec.data import Examples, SplitData
 from tfgan_rec.errors import InputError
 from tfgan_rec.gan import item_generator
-from tfgan_rec.gan.trainer import GANDivergedError, GANTrainer
+from tfgan_rec.gan.loop import GANDivergedError
+from tfgan_rec.gan.trainer import GANTrainer
 from tfgan_rec.recommender import training
 from tfgan_rec.recommender.model import TwoStageModel
 
@@ -168,11 +169,13 @@ def best_validation(history: List[dict], k: int) -> float:
 # --- new items ---------------------------------------------------------------
 
 def generate_new_item_embeddings(config: RunConfig, split_data: SplitData,
-                                 model: TwoStageModel, rows: Examples
+                                 model: TwoStageModel, rows: Examples,
+                                 checkpoint_dir: Optional[str] = None
                                  ) -> Tuple[Optional[np.ndarray], np.ndarray]:
   """The candidate matrix with generated rows for the items nobody in
   `rows` interacted with, and those items; (None, []) when there are none
-  or they have no content to generate from."""
+  or they have no content to generate from. The item generator
+  checkpoints in (and resumes from) `checkpoint_dir`."""
   data = split_data.data
   counts = np.bincount(rows.item, minlength=data.num_items + 1)
   warm = np.flatnonzero(counts[1:]) + 1
@@ -185,7 +188,7 @@ def generate_new_item_embeddings(config: RunConfig, split_data: SplitData,
   candidates = training.item_matrix(model)
   generator = item_generator.train_item_generator(
       data.item_features, warm, candidates[warm], config.item_gan,
-      seed=config.seed)
+      seed=config.seed, checkpoint_dir=checkpoint_dir)
   candidates[untrained] = item_generator.generate_item_embeddings(
       generator, data.item_features, untrained, seed=config.seed)
   return candidates, untrained
@@ -318,7 +321,8 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
       seconds=timer.seconds, exports={}, run_dir=run_dir)
   model, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
                                     summary)
-  candidates = _new_items(config, split_data, model, rows, timer, summary)
+  candidates = _new_items(config, split_data, model, rows, timer, summary,
+                          checkpoints)
   save_trained(model, run_dir, candidates)
   if config.export.enabled:
     with timer("export"):
@@ -352,7 +356,8 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
     with timer("user generator"):
       try:
         choice = thin_users.serve_thin_users(config, split_data, result,
-                                             train_rows, fit_rows)
+                                             train_rows, fit_rows,
+                                             checkpoints)
       except GANDivergedError as err:
         raise InputError(str(err)) from None
     _record(summary, USER_GENERATOR_NAME, result, split_data, k)
@@ -496,8 +501,8 @@ def _record(summary: RunSummary, name: str, result: training.FitResult,
 
 
 def _new_items(config: RunConfig, split_data: SplitData, model: TwoStageModel,
-               rows: Examples, timer: StageTimer, summary: RunSummary
-               ) -> Optional[np.ndarray]:
+               rows: Examples, timer: StageTimer, summary: RunSummary,
+               checkpoints: Optional[str]) -> Optional[np.ndarray]:
   """Generated embeddings for the items `rows` never mention (with GAN
   augmentation) and the cold-item report; returns the candidate matrix to
   export, if any."""
@@ -505,7 +510,9 @@ def _new_items(config: RunConfig, split_data: SplitData, model: TwoStageModel,
   if summary.new_items is not None:
     with timer("new-item generator"):
       candidates, untrained = generate_new_item_embeddings(
-          config, split_data, model, rows)
+          config, split_data, model, rows,
+          os.path.join(checkpoints, "item_generator") if checkpoints
+          else None)
     summary.new_items.generated_embeddings = len(untrained)
   if len(split_data.cold_items) and split_data.has_test:
     summary.new_items = summary.new_items or NewItemSummary()

@@ -14,7 +14,8 @@ The chosen weights are then used with a generator retrained against the
 refit model, as the refit reuses the epochs early stopping chose.
 """
 import dataclasses
-from typing import Dict
+import os
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -40,12 +41,14 @@ class BlendChoice:
 
 def train_user_generator(config: RunConfig, split_data: SplitData,
                          model: TwoStageModel, rows: Examples,
-                         hold_out: bool = True
+                         hold_out: bool = True,
+                         checkpoint_dir: Optional[str] = None
                          ) -> user_gan.UserGANTrainer:
   """The user generator, trained on the dense users of the real
   interactions in `rows` (generated ones, weight < 1, left out) against
-  `model`'s towers; `hold_out` keeps `validation_users` of them apart to
-  choose the new users' blend."""
+  `model`'s towers (resumed from `checkpoint_dir` if it holds a
+  checkpoint); `hold_out` keeps `validation_users` of them apart to choose
+  the new users' blend."""
   data = split_data.data
   real = rows.weight >= 1.0
   histories = user_gan.UserHistories.from_interactions(
@@ -57,7 +60,9 @@ def train_user_generator(config: RunConfig, split_data: SplitData,
   trainer = user_gan.UserGANTrainer(
       settings, training.user_matrix(model),
       training.item_matrix(model), histories, features,
-      model.user_preprocessing, seed=config.seed)
+      model.user_preprocessing, seed=config.seed,
+      checkpoint_dir=checkpoint_dir)
+  trainer.restore()
   trainer.train()
   return trainer
 
@@ -179,17 +184,24 @@ def recent_tower_scores(model: TwoStageModel, latest: int) -> evaluate.ScoreFn:
 
 def serve_thin_users(config: RunConfig, split_data: SplitData,
                      result: training.FitResult, train_rows: Examples,
-                     fit_rows: Examples) -> BlendChoice:
+                     fit_rows: Examples,
+                     checkpoints: Optional[str] = None) -> BlendChoice:
   """Chooses the blend with the early-stopped model and a generator trained
   against it, then attaches to the final model a generator trained against
-  that model (the same one when there was no refit); returns the choice."""
+  that model (the same one when there was no refit); returns the choice.
+  The generators checkpoint in (and resume from) folders under
+  `checkpoints`."""
+  folder = lambda name: (os.path.join(checkpoints, name) if checkpoints
+                         else None)
   early = result.fit_model or result.model
   early_rows = fit_rows if result.fit_model is not None else train_rows
-  trainer = train_user_generator(config, split_data, early, early_rows)
+  trainer = train_user_generator(config, split_data, early, early_rows,
+                                 checkpoint_dir=folder("user_generator_fit"))
   choice = choose_blend(config, split_data, early, trainer)
   if early is not result.model:
     trainer = train_user_generator(config, split_data, result.model,
-                                   train_rows, hold_out=False)
+                                   train_rows, hold_out=False,
+                                   checkpoint_dir=folder("user_generator"))
   result.model.attach_thin_user_query(
       thin_user_query(config, trainer.generator, choice.weights))
   return choice

@@ -1,4 +1,6 @@
-"""Runs a few seeded GAN steps in its own process and saves the weights.
+"""Small trainers of every adversarial model (the interaction GAN, the user
+generator, the item generator) on synthetic data; run as a script, it trains
+a few seeded steps of each in its own process and saves the weights.
 
     python gan_worker.py OUT.npz mirrored   # 1 device vs 2 logical CPUs
     TF_CONFIG=... python gan_worker.py OUT.npz multiworker
@@ -9,20 +11,66 @@ import tfgan_rec  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec.config import GANConfig
+from tfgan_rec.config import GANConfig, ItemGANConfig, UserGANConfig
 from tfgan_rec.data import dataset, synthetic
+from tfgan_rec.gan import item_generator, loop, user_generator
 from tfgan_rec.gan import trainer as gan_trainer
+from tfgan_rec.layers import FeaturePreprocessing
+
+GAN_CONFIG = GANConfig(steps=3, batch_size=32, hidden=(32,), noise_dim=8,
+                       d_steps=2, checkpoint_every=5)
+USER_CONFIG = UserGANConfig(steps=3, batch_size=32, hidden=32, min_history=5,
+                            checkpoint_every=5)
+ITEM_CONFIG = ItemGANConfig(steps=3, batch_size=32, hidden=32,
+                            checkpoint_every=5)
+DIM = 8
 
 
-def small_gan_data():
-  data = dataset.encode(synthetic.make_synthetic(
+def small_data():
+  return dataset.encode(synthetic.make_synthetic(
       synthetic.SyntheticConfig(num_interactions=3000, seed=2)))
-  return gan_trainer.GANData.from_rows(data.user, data.item, data.num_users,
-                                       data.num_items, data.user_features)
 
 
-CONFIG = GANConfig(steps=3, batch_size=32, hidden=(32,), noise_dim=8,
-                   d_steps=2)
+def _unit_rows(count, seed):
+  rows = np.random.default_rng(seed).normal(size=(count, DIM))
+  return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(
+      np.float32)
+
+
+def gan(data, steps=3, loss="modified", **kwargs):
+  gan_data = gan_trainer.GANData.from_rows(
+      data.user, data.item, data.num_users, data.num_items,
+      data.user_features)
+  config = GANConfig(**{**GAN_CONFIG.__dict__, "steps": steps,
+                        "loss": loss})
+  return gan_trainer.GANTrainer(config, gan_data, seed=3, **kwargs)
+
+
+def user(data, steps=3, **kwargs):
+  """A user generator against random (unit) teacher queries and items."""
+  histories = user_generator.UserHistories.from_interactions(
+      data.user, data.item, data.timestamp, data.num_users)
+  preprocessing = FeaturePreprocessing.adapted(data.user_features)
+  features = {name: value.numpy() for name, value in preprocessing(
+      {name: tf.constant(column, tf.string) for name, column
+       in data.user_features.columns.items()}).items()}
+  config = UserGANConfig(**{**USER_CONFIG.__dict__, "steps": steps})
+  return user_generator.UserGANTrainer(
+      config, _unit_rows(data.num_users + 1, 0),
+      _unit_rows(data.num_items + 1, 1), histories, features, preprocessing,
+      seed=3, **kwargs)
+
+
+def item(data, steps=3, **kwargs):
+  """An item generator fitting random (unit) embeddings of every item."""
+  items = np.arange(1, data.num_items + 1)
+  config = ItemGANConfig(**{**ITEM_CONFIG.__dict__, "steps": steps})
+  return item_generator.ItemGANTrainer(
+      data.item_features, items, _unit_rows(len(items), 2), config, seed=3,
+      **kwargs)
+
+
+TRAINERS = {"gan": gan, "user": user, "item": item}
 
 
 def weights(trainer):
@@ -31,25 +79,30 @@ def weights(trainer):
 
 
 def main(out, mode):
+  saved = {}
   if mode == "mirrored":
-    gan_trainer.use_logical_cpus(2)
-    data = small_gan_data()
-    runs = {}
-    for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
-      strategy = tf.distribute.MirroredStrategy(devices)
-      trainer = gan_trainer.GANTrainer(CONFIG, data, seed=3, strategy=strategy)
-      assert strategy.num_replicas_in_sync == len(devices)
-      trainer.train()
-      runs[name] = weights(trainer)
-    np.savez(out, **{f"{name}_{i}": w for name, ws in runs.items()
-                     for i, w in enumerate(ws)})
+    loop.use_logical_cpus(2)
+    data = small_data()
+    # One strategy per device set, shared by the trainers: a second
+    # two-device strategy in the process reuses collective instance keys
+    # and aborts ("shape mismatch in the collective instance").
+    strategies = {"one": tf.distribute.MirroredStrategy(["/cpu:0"]),
+                  "two": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
+    for kind, make in TRAINERS.items():
+      for name, strategy in strategies.items():
+        trainer = make(data, strategy=strategy)
+        trainer.train()
+        saved.update({f"{kind}_{name}_{i}": w
+                      for i, w in enumerate(weights(trainer))})
   else:
-    strategy = gan_trainer.make_strategy()
+    strategy = loop.make_strategy()
     assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    trainer = gan_trainer.GANTrainer(CONFIG, small_gan_data(), seed=3,
-                                     strategy=strategy)
-    trainer.train()
-    np.savez(out, *weights(trainer))
+    data = small_data()
+    for kind, make in TRAINERS.items():
+      trainer = make(data, strategy=strategy)
+      trainer.train()
+      saved.update({f"{kind}_{i}": w for i, w in enumerate(weights(trainer))})
+  np.savez(out, **saved)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tfgan_rec.config import ItemGANConfig
 from tfgan_rec.data.features import FeatureTable
-from tfgan_rec.gan import losses
+from tfgan_rec.gan import losses, loop
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
 
 
@@ -60,58 +60,111 @@ def _raw_rows(table: FeatureTable, items) -> Dict[str, tf.Tensor]:
           for name, column in table.columns.items()}
 
 
+class ItemGANTrainer(loop.AdversarialLoop):
+  """Trains a `ContentGenerator` against a `ContentDiscriminator` on warm
+  items' (content, embedding) pairs.
+
+  Args:
+    item_features: the raw item features (row i = item i), from which the
+      models' preprocessing is adapted.
+    warm_items: the items with training interactions.
+    warm_embeddings: their candidate-tower embeddings [len(warm_items), dim].
+    config: settings.
+    seed: fixes initialisation and every step's batch and noise.
+    strategy, checkpoint_dir, logdir: as for `loop.AdversarialLoop`.
+  """
+
+  def __init__(self, item_features: FeatureTable, warm_items: np.ndarray,
+               warm_embeddings: np.ndarray, config: ItemGANConfig,
+               seed: int = 0,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               checkpoint_dir: Optional[str] = None,
+               logdir: Optional[str] = None):
+    if not item_features.columns:
+      raise ValueError("new-item embeddings need item content features; "
+                       "pass --items with feature columns.")
+    self.config = config
+    self.preprocessing = FeaturePreprocessing.adapted(item_features)
+    # The warm items' content, encoded once by the models' own
+    # preprocessing.
+    self.content = self.preprocessing(_raw_rows(item_features, warm_items))
+    self.targets = tf.constant(warm_embeddings, tf.float32)
+    super().__init__(loop.LoopSettings(
+        "item generator", config.steps, config.batch_size,
+        remedy="Lower item_gan.learning_rate.",
+        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+        divergence_threshold=config.divergence_threshold),
+                     seed, strategy, checkpoint_dir, logdir)
+
+  def create(self):
+    """The generator, discriminator and their optimizers, built at the
+    seed."""
+    config = self.config
+    self.generator = ContentGenerator(self.preprocessing,
+                                      int(self.targets.shape[1]), config)
+    self.discriminator = ContentDiscriminator(self.preprocessing, config)
+    self.g_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
+                                                beta_1=0.5)
+    self.d_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
+                                                beta_1=0.5)
+    batch = self.global_batch(tf.constant(0, tf.int64))
+    self.generator(batch["content"], batch["noise"], preprocessed=True)
+    self.discriminator(batch["real"], batch["content"], preprocessed=True)
+    for model, optimizer in ((self.generator, self.g_optimizer),
+                             (self.discriminator, self.d_optimizer)):
+      optimizer.build(model.trainable_variables)
+    return {"generator": self.generator, "discriminator": self.discriminator,
+            "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+  def global_batch(self, step: tf.Tensor):
+    """The step's warm items (content and embedding) and noise."""
+    seed = tf.stack([tf.cast(self.seed, tf.int64), step])
+    size = self.config.batch_size
+    pick = tf.random.stateless_uniform(
+        [size], seed, 0, tf.shape(self.targets)[0], dtype=tf.int32)
+    return {"content": {k: tf.gather(v, pick)
+                        for k, v in self.content.items()},
+            "real": tf.gather(self.targets, pick),
+            "noise": tf.random.stateless_normal(
+                [size, self.config.noise_dim], seed + 1)}
+
+  def replica_step(self, batch):
+    """A discriminator update, then a generator update; the losses."""
+    content, real = batch["content"], batch["real"]
+    generate = lambda: self.generator(content, batch["noise"],
+                                      preprocessed=True)
+    judge = lambda embedding: self.discriminator(embedding, content,
+                                                 preprocessed=True)
+    with tf.GradientTape() as tape:
+      real_logits = judge(real)
+      d_loss = self.average(losses.gan_loss(
+          real_logits, judge(generate())).discriminator_loss)
+    self.apply(tape, d_loss, self.discriminator, self.d_optimizer)
+    with tf.GradientTape() as tape:
+      fake = generate()
+      g_loss = self.average(losses.gan_loss(
+          real_logits, judge(fake),
+          generator_terms=self.config.similarity_weight *
+          losses.cosine_anchor(fake, real)).generator_loss)
+    self.apply(tape, g_loss, self.generator, self.g_optimizer)
+    return {"d_loss": d_loss, "g_loss": g_loss}
+
+
 def train_item_generator(item_features: FeatureTable,
                          warm_items: np.ndarray, warm_embeddings: np.ndarray,
                          config: Optional[ItemGANConfig] = None,
-                         seed: int = 0) -> ContentGenerator:
-  """Fits the content generator on warm items' (content, embedding) pairs.
-
-  `item_features` are the raw item features (row i = item i), from which the
-  generator's preprocessing is adapted.
-  """
-  if not item_features.columns:
-    raise ValueError("new-item embeddings need item content features; pass "
-                     "--items with feature columns.")
-  config = config or ItemGANConfig()
-  tf.keras.utils.set_random_seed(seed)
-  preprocessing = FeaturePreprocessing.adapted(item_features)
-  # The warm items' content, encoded once by the models' own preprocessing.
-  content_table = preprocessing(_raw_rows(item_features, warm_items))
-  targets = tf.constant(warm_embeddings, tf.float32)
-  generator = ContentGenerator(preprocessing, warm_embeddings.shape[1], config)
-  discriminator = ContentDiscriminator(preprocessing, config)
-  g_opt = tf.keras.optimizers.Adam(config.learning_rate, beta_1=0.5)
-  d_opt = tf.keras.optimizers.Adam(config.learning_rate, beta_1=0.5)
-
-  @tf.function
-  def step(step_seed):
-    pick = tf.random.stateless_uniform([config.batch_size], step_seed, 0,
-                                       len(warm_items), dtype=tf.int32)
-    content = {k: tf.gather(v, pick) for k, v in content_table.items()}
-    real = tf.gather(targets, pick)
-    noise = tf.random.stateless_normal([config.batch_size, config.noise_dim],
-                                       step_seed + 1)
-    with tf.GradientTape() as d_tape:
-      fake = generator(content, noise, preprocessed=True)
-      real_logits = discriminator(real, content, preprocessed=True)
-      d_loss = tf.reduce_mean(losses.gan_loss(
-          real_logits, discriminator(fake, content, preprocessed=True)
-      ).discriminator_loss)
-    d_vars = discriminator.trainable_variables
-    d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
-    with tf.GradientTape() as g_tape:
-      fake = generator(content, noise, preprocessed=True)
-      g_loss = tf.reduce_mean(losses.gan_loss(
-          real_logits, discriminator(fake, content, preprocessed=True),
-          generator_terms=config.similarity_weight * losses.cosine_anchor(
-              fake, real)).generator_loss)
-    g_vars = generator.trainable_variables
-    g_opt.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
-    return d_loss, g_loss
-
-  for i in range(config.steps):
-    step(tf.constant([seed, i], tf.int64))
-  return generator
+                         seed: int = 0,
+                         checkpoint_dir: Optional[str] = None
+                         ) -> ContentGenerator:
+  """The content generator fitted on warm items' (content, embedding)
+  pairs (see `ItemGANTrainer`), resumed from `checkpoint_dir` if it holds
+  a checkpoint."""
+  trainer = ItemGANTrainer(item_features, warm_items, warm_embeddings,
+                           config or ItemGANConfig(), seed,
+                           checkpoint_dir=checkpoint_dir)
+  trainer.restore()
+  trainer.train()
+  return trainer.generator
 
 
 def generate_item_embeddings(generator: ContentGenerator,

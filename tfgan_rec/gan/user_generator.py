@@ -26,14 +26,13 @@ At serving `ThinUserQuery` blends the generated embedding with the tower's
 own by the length of the user's history, with weights chosen on validation.
 """
 import dataclasses
-from typing import Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfgan_rec.config import UserGANConfig
-from tfgan_rec.gan import losses
-from tfgan_rec.gan.trainer import GANDivergedError, diverged_losses
+from tfgan_rec.gan import losses, loop
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
 
 # History lengths at which the blend weight changes: 0 (features only),
@@ -213,7 +212,7 @@ def generator_terms(generated, teacher, thin, following, item_table,
           config.anchor_weight * losses.cosine_anchor(generated, teacher))
 
 
-class UserGANTrainer:
+class UserGANTrainer(loop.AdversarialLoop):
   """Trains a `UserGenerator` against a `QueryDiscriminator`.
 
   Args:
@@ -225,21 +224,18 @@ class UserGANTrainer:
     user_features: the users' encoded features {name: [num_users + 1, ...]}.
     preprocessing: what encoded them (the model's user preprocessing).
     seed: fixes initialisation and every episode.
+    strategy, checkpoint_dir, logdir: as for `loop.AdversarialLoop`.
   """
 
   def __init__(self, config: UserGANConfig, teacher_queries: np.ndarray,
                item_embeddings: np.ndarray, histories: UserHistories,
                user_features: Dict[str, np.ndarray],
-               preprocessing: FeaturePreprocessing, seed: int = 0):
-    self.config, self.seed = config, seed
-    tf.keras.utils.set_random_seed(seed)
-    self.generator = UserGenerator(item_embeddings, preprocessing, config)
-    self.discriminator = QueryDiscriminator(self.generator, preprocessing,
-                                            config)
-    self.g_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
-                                                beta_1=0.5)
-    self.d_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
-                                                beta_1=0.5)
+               preprocessing: FeaturePreprocessing, seed: int = 0,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               checkpoint_dir: Optional[str] = None,
+               logdir: Optional[str] = None):
+    self.config = config
+    self.item_embeddings, self.preprocessing = item_embeddings, preprocessing
     self.teacher = tf.constant(teacher_queries, tf.float32)
     self.histories = {"items": tf.constant(histories.items),
                       "lengths": tf.constant(histories.lengths)}
@@ -250,20 +246,37 @@ class UserGANTrainer:
     # Dense users it never learns from, to choose the blend for new users.
     self.validation_users = dense[held].astype(np.int32)
     self.train_users = tf.constant(dense[~held].astype(np.int32))
-    self._build()
-    self.trace_count = 0
-    self._step = tf.function(self._train_step)
+    super().__init__(loop.LoopSettings(
+        "user generator", config.steps, config.batch_size,
+        remedy="Lower user_gan.learning_rate or "
+               "user_gan.adversarial_weight.",
+        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+        divergence_threshold=config.divergence_threshold),
+                     seed, strategy, checkpoint_dir, logdir)
 
-  def _build(self):
-    """Creates every variable (models, optimizer slots) before tracing."""
-    _, thin, _, features, noise = self.batch(tf.constant(0, tf.int64))
-    generated = self.generator(thin, features, noise)
-    self.discriminator(generated, thin, features)
+  def create(self):
+    """The generator, discriminator and their optimizers, built at the
+    seed."""
+    config = self.config
+    self.generator = UserGenerator(self.item_embeddings, self.preprocessing,
+                                   config)
+    self.discriminator = QueryDiscriminator(self.generator,
+                                            self.preprocessing, config)
+    self.g_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
+                                                beta_1=0.5)
+    self.d_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
+                                                beta_1=0.5)
+    batch = self.global_batch(tf.constant(0, tf.int64))
+    generated = self.generator(batch["thin"], batch["features"],
+                               batch["noise"])
+    self.discriminator(generated, batch["thin"], batch["features"])
     for model, optimizer in ((self.generator, self.g_optimizer),
                              (self.discriminator, self.d_optimizer)):
       optimizer.build(model.trainable_variables)
+    return {"generator": self.generator, "discriminator": self.discriminator,
+            "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
 
-  def batch(self, step: tf.Tensor):
+  def global_batch(self, step: tf.Tensor):
     """One step's users, their episodes and features (a function of
     (seed, step))."""
     seed = tf.stack([tf.cast(self.seed, tf.int64), step])
@@ -272,57 +285,46 @@ class UserGANTrainer:
         dtype=tf.int32)
     users = tf.gather(self.train_users, pick)
     thin, following = episodes(self.histories, users, self.config, seed + 1)
-    features = {k: tf.gather(v, users) for k, v in self.features.items()}
     # seed + 1 and seed + 2 feed the episodes; noise gets its own stream.
-    noise = tf.random.stateless_normal(
-        [self.config.batch_size, self.config.noise_dim], seed + 3)
-    return users, thin, following, features, noise
+    return {"user": users, "thin": thin, "following": following,
+            "features": {k: tf.gather(v, users)
+                         for k, v in self.features.items()},
+            "noise": tf.random.stateless_normal(
+                [self.config.batch_size, self.config.noise_dim], seed + 3)}
 
-  def _train_step(self, step):
-    self.trace_count += 1  # Python side effect: runs once per trace.
-    cfg, average = self.config, tf.reduce_mean
-    users, thin, following, features, noise = self.batch(step)
-    teacher = tf.gather(self.teacher, users)
+  def replica_step(self, batch):
+    """A discriminator update, then a generator update; the metrics."""
+    cfg, average = self.config, self.average
+    thin, features = batch["thin"], batch["features"]
+    teacher = tf.gather(self.teacher, batch["user"])
     with tf.GradientTape() as tape:
-      generated = self.generator(thin, features, noise)
+      generated = self.generator(thin, features, batch["noise"])
       real_logits = self.discriminator(teacher, thin, features)
       fake_logits = self.discriminator(generated, thin, features)
       d_loss = average(losses.gan_loss(real_logits,
                                        fake_logits).discriminator_loss)
-    self._apply(tape, d_loss, self.discriminator, self.d_optimizer)
+    self.apply(tape, d_loss, self.discriminator, self.d_optimizer)
     with tf.GradientTape() as tape:
-      generated = self.generator(thin, features, noise)
+      generated = self.generator(thin, features, batch["noise"])
       fake_logits = self.discriminator(generated, thin, features)
-      terms = generator_terms(generated, teacher, thin, following,
+      terms = generator_terms(generated, teacher, thin, batch["following"],
                               self.generator.item_table, cfg)
       g_loss = average(losses.gan_loss(
           real_logits, fake_logits, generator_terms=terms,
           adversarial_weight=cfg.adversarial_weight).generator_loss)
-    self._apply(tape, g_loss, self.generator, self.g_optimizer)
+    self.apply(tape, g_loss, self.generator, self.g_optimizer)
     return {"d_loss": d_loss, "g_loss": g_loss,
             "d_real": average(tf.sigmoid(real_logits)),
             "d_fake": average(tf.sigmoid(fake_logits))}
 
-  @staticmethod
-  def _apply(tape, loss, model, optimizer):
-    variables = model.trainable_variables
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
-  def train(self) -> Dict[str, float]:
-    """Every step; returns the last step's metrics."""
+  def train(self, steps: Optional[int] = None,
+            after_step: Optional[Callable[[int], None]] = None
+            ) -> Dict[str, float]:
+    """Trains until `steps` (default config.steps); the last metrics."""
     if not int(tf.size(self.train_users)):
       raise ValueError(f"no user has {self.config.min_history} or more "
                        f"training interactions to learn thin profiles from.")
-    metrics = {}
-    for step in range(self.config.steps):
-      metrics = {k: float(v) for k, v in
-                 self._step(tf.constant(step, tf.int64)).items()}
-      what = diverged_losses(metrics, self.config.divergence_threshold)
-      if what:
-        raise GANDivergedError(
-            f"user generator diverged at step {step + 1} ({what}). Lower "
-            f"user_gan.learning_rate or user_gan.adversarial_weight.")
-    return metrics
+    return super().train(steps, after_step)
 
 
 class ThinUserQuery(tf.keras.layers.Layer):
