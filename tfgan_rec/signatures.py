@@ -34,10 +34,24 @@ from tfgan_rec.recommender.model import TwoStageModel
 STRATEGIES = ("average", "least_misery", "most_pleasure")
 
 
-def _string_lookup(ids) -> tf.keras.layers.StringLookup:
-  # num_oov_indices=1 maps unknown IDs to 0 and ids[i] to i + 1, the
-  # package's own indexing.
-  return tf.keras.layers.StringLookup(vocabulary=list(ids), num_oov_indices=1)
+class _IdTable(tf.Module):
+  """String ID -> index: ids[i] -> i + 1, unknown IDs -> 0 (the package's
+  own indexing), any input shape.
+
+  A plain hash table rather than a Keras StringLookup: the layer keeps its
+  vocabulary as a tracked Python list and in its saved config, so a 1M-item
+  export held each vocabulary twice and spent most of its time walking those
+  lists (see benchmarks/README.md)."""
+
+  def __init__(self, ids):
+    super().__init__()
+    keys = tf.constant(np.asarray(ids, dtype=str))
+    self.table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            keys, tf.range(1, tf.size(keys, tf.int64) + 1)), default_value=0)
+
+  def __call__(self, ids: tf.Tensor) -> tf.Tensor:
+    return self.table.lookup(ids)
 
 
 def _ragged_rows(user: np.ndarray, item: np.ndarray, num_users: int):
@@ -53,8 +67,8 @@ class _IdLookups(tf.Module):
   def __init__(self, model: TwoStageModel, user_ids, item_ids):
     super().__init__()
     self.model = model
-    self.user_lookup = _string_lookup(user_ids)
-    self.item_lookup = _string_lookup(item_ids)
+    self.user_lookup = _IdTable(user_ids)
+    self.item_lookup = _IdTable(item_ids)
 
 
 class _Catalogue(_IdLookups):
@@ -78,8 +92,11 @@ class _Catalogue(_IdLookups):
                        f"{shortlist_factor}.")
     self.index_kind, self.shortlist_factor = index, shortlist_factor
     self.num_items = model.num_items
-    self.item_vocabulary = tf.constant(
-        np.concatenate([[""], np.asarray(item_ids, dtype=str)]))
+    # A variable, saved once; a constant is copied into every signature's
+    # graph.
+    self.item_vocabulary = tf.Variable(
+        np.concatenate([[""], np.asarray(item_ids, dtype=str)]),
+        trainable=False, name="item_vocabulary")
     if candidates is None:
       candidates = model.item_embeddings(
           tf.range(model.num_items + 1, dtype=tf.int32))
