@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from tfgan_rec import config as config_lib
 from tfgan_rec import saved_models
 from tfgan_rec.compact_index import CompactIndex
+from tfgan_rec.errors import InputError
 
 ROWS, COLUMNS, N = 3001, 17, 10
 
@@ -192,3 +194,14 @@ def test_exported_graphs_use_standard_ops_only(both_exports, model):
   _, exports = both_exports
   ops = graph_ops(exports["compact"][model])
   assert ops - STANDARD_OPS == set()
+
+
+def test_index_setting_is_checked_in_one_line():
+  config = config_lib.RunConfig()
+  config.export.index = "fast"
+  with pytest.raises(InputError, match="export.index='fast' is unknown; use "
+                                       "exact, compact"):
+    config.check()
+  config.export.index, config.export.shortlist_factor = "compact", 0
+  with pytest.raises(InputError, match="export.shortlist_factor=0"):
+    config.check()
