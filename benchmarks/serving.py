@@ -1,19 +1,24 @@
 """In-process serving latency of the exported SavedModels.
 
-    python benchmarks/serving.py                 # 1.7K, 100K and 1M items
+    python benchmarks/serving.py                 # 100K and 1M items
     python benchmarks/serving.py --items 1682 --repeats 50
 
 For each catalogue size it builds an (untrained: latency does not depend on
 the weights) two-stage model over synthetic users and interactions, with
-synthetic candidate embeddings, exports the `retrieval` and `recommend`
-SavedModels exactly as training does, loads them with `tf.saved_model.load`
-and times `retrieval/serving_default` (exact brute force over the whole
-catalogue, training items excluded) and `recommend/serving_default`
-(retrieve 100, re-rank, return 20) at batch 1 and 64. The TFRS
-`BruteForce` layer called directly on the same embeddings (no exclusion)
-is the reference, and a bare numpy product with the index is the floor
-(it only reads the index once; exact search cannot be faster). ScaNN is
-timed where its TF ops load, with its recall@100 against exact search.
+synthetic candidate embeddings (standard normal: no structure for an
+approximate search to exploit), exports the `retrieval` and `recommend`
+SavedModels exactly as training does, once with each index (`exact` and
+`compact`), loads them with `tf.saved_model.load` and times
+`retrieval/serving_default` (top 20, training items excluded) and
+`recommend/serving_default` (retrieve 100, re-rank, return 20) at batch 1
+and 64, every call of one batch size interleaved so that a busy machine
+slows them alike. The TFRS `BruteForce` layer called directly on the same
+embeddings (no exclusion) is the reference, and a bare numpy product with
+the index is the exact search's floor (it only reads the index once). Each
+compact row carries `recall_at_k_vs_exact`: the overlap of its output items
+with the exact model's for the same requests. ScaNN is timed where its TF
+ops load, with its recall@100 against exact search. 10M items do not fit in
+24 GiB with the four models loaded (benchmarks/README.md).
 
 Prints a table and writes JSON (default benchmarks/results/serving.json).
 """
@@ -57,32 +62,53 @@ def synthetic_catalogue(num_items: int, seed: int) -> EncodedData:
       user_features=empty, item_features=empty, source="synthetic")
 
 
-def percentiles(call, repeats: int) -> dict:
-  for _ in range(3):  # warm up (first calls allocate and autotune)
-    call()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    call()
-    times.append((time.perf_counter() - start) * 1000)
-  return {"p50_ms": float(np.percentile(times, 50)),
-          "p99_ms": float(np.percentile(times, 99)), "calls": repeats}
+def _size(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(folder, name))
+             for folder, _, names in os.walk(path) for name in names)
 
 
-def _exported(model, data, candidates, directory):
-  """Saves retrieval and recommend as training does; returns them loaded."""
+def _exported(model, data, candidates, directory, index):
+  """Saves retrieval and recommend with `index` as training does; returns
+  them loaded, and a row with the seconds and bytes of the export."""
   catalogue = (model, data.user_ids, data.item_ids, data.user, data.item)
+  start = time.perf_counter()
   retrieval = signatures.RetrievalModule(*catalogue, candidates=candidates,
-                                      top_k=K)
-  recommend = signatures.RecommendModule(*catalogue, candidates=candidates)
+                                         top_k=K, index=index)
+  recommend = signatures.RecommendModule(*catalogue, candidates=candidates,
+                                         index=index)
   paths = {
       "retrieval": saved_models.save_version(
           retrieval, {"serving_default": retrieval.recommend},
-          os.path.join(directory, "retrieval"), 1),
+          os.path.join(directory, index, "retrieval"), 1),
       "recommend": saved_models.save_version(
           recommend, {"serving_default": recommend.recommend},
-          os.path.join(directory, "recommend"), 1)}
-  return {name: tf.saved_model.load(path) for name, path in paths.items()}
+          os.path.join(directory, index, "recommend"), 1)}
+  row = {"items": len(data.item_ids), "call": f"export (save), {index}",
+         "seconds": time.perf_counter() - start,
+         "bytes": {name: _size(path) for name, path in paths.items()}}
+  return {name: tf.saved_model.load(path) for name, path in paths.items()}, row
+
+
+def recall_vs_exact(got: np.ndarray, exact: np.ndarray) -> float:
+  """Mean overlap of each row's items with the exact search's."""
+  return float(np.mean([len(set(a) & set(b)) / len(set(b))
+                        for a, b in zip(got, exact)]))
+
+
+def interleaved(calls: dict, repeats: int) -> dict:
+  """{name: percentiles}, the calls taking turns (3 warm-up calls each)."""
+  for call in calls.values():
+    for _ in range(3):  # first calls allocate and autotune
+      call()
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append((time.perf_counter() - start) * 1000)
+  return {name: {"p50_ms": float(np.percentile(values, 50)),
+                 "p99_ms": float(np.percentile(values, 99)),
+                 "calls": repeats} for name, values in times.items()}
 
 
 def _scann_or_reason(candidates, queries):
@@ -100,6 +126,36 @@ def _scann_or_reason(candidates, queries):
   return layer, float(np.mean(hits) / 100)
 
 
+def _calls(loaded, brute_force, candidates, users, queries, ks):
+  """{call name: zero-argument call} for one batch of requests."""
+  calls = {}
+  for index, models in loaded.items():
+    retrieve = models["retrieval"].signatures["serving_default"]
+    recommend = models["recommend"].signatures["serving_default"]
+    calls[f"retrieval/serving_default ({index})"] = (
+        lambda retrieve=retrieve: retrieve(user_id=users))
+    calls[f"recommend/serving_default (two-stage, {index})"] = (
+        lambda recommend=recommend: recommend(user_id=users, k=ks))
+  calls["tfrs BruteForce layer (reference)"] = lambda: brute_force(queries)
+  # Reading the index once is the floor for any exact search.
+  calls["numpy index @ query (memory-read floor)"] = (
+      lambda: candidates @ queries.numpy().T)
+  return calls
+
+
+def _recalls(loaded, users, ks) -> dict:
+  """{call name: recall_at_k_vs_exact} of the compact models' calls."""
+  out = {}
+  for model, call in (("retrieval", lambda m: m(user_id=users)),
+                      ("recommend", lambda m: m(user_id=users, k=ks))):
+    items = {index: call(models[model].signatures["serving_default"])[
+        "item_ids"].numpy() for index, models in loaded.items()}
+    name = ("retrieval/serving_default (compact)" if model == "retrieval"
+            else "recommend/serving_default (two-stage, compact)")
+    out[name] = recall_vs_exact(items["compact"], items["exact"])
+  return out
+
+
 def bench_catalogue(num_items: int, repeats: int, seed: int,
                     embedding_dim: int) -> list:
   config = config_lib.RunConfig(seed=seed)
@@ -112,11 +168,11 @@ def bench_catalogue(num_items: int, repeats: int, seed: int,
   candidates = rng.normal(size=(num_items + 1, dim)).astype(np.float32)
   results = []
   with tempfile.TemporaryDirectory() as directory:
-    start = time.perf_counter()
-    loaded = _exported(model, data, candidates, directory)
-    export_seconds = time.perf_counter() - start
-    retrieve = loaded["retrieval"].signatures["serving_default"]
-    recommend = loaded["recommend"].signatures["serving_default"]
+    loaded = {}
+    for index in signatures.INDEXES:
+      loaded[index], row = _exported(model, data, candidates, directory,
+                                     index)
+      results.append(row)
     brute_force = tfrs.layers.factorized_top_k.BruteForce(k=K)
     brute_force.index(tf.constant(candidates[1:]))
     for batch in (1, 64):
@@ -125,55 +181,47 @@ def bench_catalogue(num_items: int, repeats: int, seed: int,
       ks = tf.fill([batch], K)
       queries = model.user_embeddings(
           tf.constant(rng.integers(1, NUM_USERS + 1, batch), tf.int32))
-      # Each call binds this batch's inputs (called within the iteration).
-      timings = {
-          "retrieval/serving_default (brute force)":
-              lambda users=users: retrieve(user_id=users),
-          "recommend/serving_default (two-stage)":
-              lambda users=users, ks=ks: recommend(user_id=users, k=ks),
-          "tfrs BruteForce layer (reference)":
-              lambda queries=queries: brute_force(queries),
-          # Reading the index once is the floor for any exact search.
-          "numpy index @ query (memory-read floor)":
-              lambda queries=queries: candidates @ queries.numpy().T,
-      }
-      scann, recall = _scann_or_reason(candidates, queries.numpy())
-      if scann is not None:
-        timings["tfrs ScaNN layer"] = (
-            lambda scann=scann, queries=queries: scann(queries))
-      for name, call in timings.items():
+      calls = _calls(loaded, brute_force, candidates, users, queries, ks)
+      recalls = _recalls(loaded, users, ks)
+      timed = interleaved(calls, repeats if batch == 1 else
+                          max(5, repeats // 4))
+      for name, timing in timed.items():
+        extra = ({"recall_at_k_vs_exact": recalls[name]}
+                 if name in recalls else {})
         results.append({"items": num_items, "batch": batch, "call": name,
-                        "embedding_dim": dim,
-                        **percentiles(call, repeats if batch == 1 else
-                                      max(5, repeats // 4))})
-      results.append({"items": num_items, "batch": batch, "call": "ScaNN",
-                      "recall@100_vs_exact" if scann else "unavailable":
-                          recall})
-    results.append({"items": num_items, "call": "export (save)",
-                    "seconds": export_seconds})
+                        "embedding_dim": dim, **timing, **extra})
+      results.append(_scann_row(candidates, queries, num_items, batch))
   return results
 
 
+def _scann_row(candidates, queries, num_items, batch) -> dict:
+  scann, recall = _scann_or_reason(candidates, queries.numpy())
+  return {"items": num_items, "batch": batch, "call": "ScaNN",
+          "recall@100_vs_exact" if scann else "unavailable": recall}
+
+
 def print_table(results: list) -> None:
-  print("| items | dim | batch | call | p50 ms | p99 ms |\n"
-        "|---:|---:|---:|---|---:|---:|")
+  print("| items | dim | batch | call | p50 ms | p99 ms | recall@K vs "
+        "exact |\n|---:|---:|---:|---|---:|---:|---:|")
   for row in results:
     if "p50_ms" in row:
+      recall = row.get("recall_at_k_vs_exact")
       print(f"| {row['items']:,} | {row['embedding_dim']} | {row['batch']} | "
-            f"{row['call']} | "
-            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
+            f"{row['call']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{'' if recall is None else f'{recall:.4f}'} |")
   for row in results:
     if row["call"] == "ScaNN" and row["batch"] == 1:
       print(f"ScaNN at {row['items']:,} items: "
             f"{row.get('recall@100_vs_exact', row.get('unavailable'))}")
-    if row["call"] == "export (save)":
-      print(f"export of {row['items']:,} items: {row['seconds']:.1f} s")
+    if row["call"].startswith("export (save)"):
+      print(f"{row['call']} of {row['items']:,} items: "
+            f"{row['seconds']:.1f} s, {row['bytes']}")
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--items", type=int, nargs="+",
-                      default=[1682, 100_000, 1_000_000])
+                      default=[100_000, 1_000_000])
   parser.add_argument("--repeats", type=int, default=100)
   parser.add_argument("--embedding-dim", type=int,
                       default=config_lib.ModelConfig().embedding_dim)

@@ -23,6 +23,8 @@ from tfgan_rec.errors import InputError
 AUGMENTATION_SOURCES = ("none", "gan", "ease", "auto")
 DATASETS = ("movielens", "csv", "synthetic")
 SPARSE_MODES = ("latest", "oldest")
+# How the exported models search the catalogue (tfgan_rec.signatures).
+INDEXES = ("exact", "compact")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband")
 SEARCH_SPACES = ("recommender", "gan", "augmentation")
@@ -222,6 +224,14 @@ class ExportConfig:
                             "written")
   top_k: int = setting(20, "items returned by the exported retrieval model")
   keep_versions: int = setting(3, "exported versions kept per model")
+  index: str = setting(
+      "exact", "how retrieval and recommend search the catalogue: compact "
+      "(a bfloat16 first pass, exact float32 scores for a shortlist; see "
+      "benchmarks/README.md) or exact (every item in float32)",
+      choices=INDEXES)
+  shortlist_factor: int = setting(
+      10, "with --index compact, items re-scored exactly per query, as a "
+      "multiple of the items returned")
 
 
 @dataclasses.dataclass
@@ -260,7 +270,8 @@ class RunConfig:
         ("data.sparse_mode", self.data.sparse_mode, SPARSE_MODES),
         ("augmentation.source", self.augmentation.source,
          AUGMENTATION_SOURCES),
-        ("gan.loss", self.gan.loss, ("modified", "wasserstein"))):
+        ("gan.loss", self.gan.loss, ("modified", "wasserstein")),
+        ("export.index", self.export.index, INDEXES)):
       if value not in known:
         raise InputError(f"setting {name}='{value}' is unknown; use "
                          f"{', '.join(known)}.")
@@ -291,7 +302,8 @@ class RunConfig:
         ("train.patience", self.train.patience),
         ("gan.steps", self.gan.steps), ("gan.batch_size", self.gan.batch_size),
         ("eval.k", self.eval.k), ("export.top_k", self.export.top_k),
-        ("export.keep_versions", self.export.keep_versions))]
+        ("export.keep_versions", self.export.keep_versions),
+        ("export.shortlist_factor", self.export.shortlist_factor))]
 
 
 def _plain(value):

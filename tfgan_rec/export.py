@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="items returned by the retrieval model")
   parser.add_argument("--keep-versions", type=int,
                       help="exported versions kept per model")
+  parser.add_argument("--index", choices=("exact", "compact"),
+                      help="how retrieval and recommend search the "
+                           "catalogue (default: the run's)")
+  parser.add_argument("--shortlist-factor", type=int,
+                      help="with --index compact, items re-scored exactly "
+                           "per query, as a multiple of the items returned")
   cli.add_verbose_flag(parser)
   return parser
 
@@ -39,11 +45,14 @@ def export(args) -> None:
   cli.load_tensorflow(args.verbose)
   from tfgan_rec import pipeline  # pylint: disable=g-import-not-at-top
   config = pipeline.load_run_config(args.run_dir)
-  for field in ("export_dir", "top_k", "keep_versions"):
+  for field in ("export_dir", "top_k", "keep_versions", "index",
+                "shortlist_factor"):
     if getattr(args, field) is not None:
       setattr(config.export, field, getattr(args, field))
-  if config.export.top_k < 1 or config.export.keep_versions < 1:
-    raise InputError("--top-k and --keep-versions must be at least 1.")
+  if min(config.export.top_k, config.export.keep_versions,
+         config.export.shortlist_factor) < 1:
+    raise InputError("--top-k, --keep-versions and --shortlist-factor must "
+                     "be at least 1.")
   for name, path in pipeline.export_run(args.run_dir, config).items():
     print(f"{name}: {path}")
 

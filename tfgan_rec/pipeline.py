@@ -259,7 +259,8 @@ def export(model: TwoStageModel, split_data: SplitData, config: RunConfig,
   return saved_models.export_models(
       model, data.user_ids, data.item_ids, data.user[train], data.item[train],
       settings.export_dir, settings.top_k, settings.keep_versions, candidates,
-      list(data.user_features.columns))
+      list(data.user_features.columns), settings.index,
+      settings.shortlist_factor)
 
 
 def save_trained(model: TwoStageModel, run_dir: str,

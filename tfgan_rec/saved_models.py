@@ -135,22 +135,26 @@ def export_models(model: TwoStageModel, user_ids: np.ndarray,
                   train_item: np.ndarray, export_dir: str, top_k: int = 20,
                   keep_versions: int = 3,
                   candidates: Optional[np.ndarray] = None,
-                  user_columns=()) -> Dict[str, str]:
+                  user_columns=(), index: str = "exact",
+                  shortlist_factor: int = 10) -> Dict[str, str]:
   """Exports retrieval, ranking and recommend as the next version; returns
   their paths.
 
   `candidates` ([num_items + 1, dim]) replaces the retrieval index's item
   embeddings, e.g. with generated ones for items nobody has rated;
   `user_columns` (the names of the raw user feature columns, the model's)
-  are the feature inputs of `recommend_for_features`.
+  are the feature inputs of `recommend_for_features`; `index` and
+  `shortlist_factor` choose how retrieval and recommend search the catalogue
+  (see `tfgan_rec.signatures`).
   """
   version = next_version(export_dir)
   catalogue = (model, user_ids, item_ids, train_user, train_item)
-  retrieval = signatures.RetrievalModule(*catalogue, candidates=candidates,
-                                         top_k=top_k)
+  search = {"candidates": candidates, "index": index,
+            "shortlist_factor": shortlist_factor}
+  retrieval = signatures.RetrievalModule(*catalogue, top_k=top_k, **search)
   ranking = signatures.RankingModule(model, user_ids, item_ids)
-  recommend = signatures.RecommendModule(*catalogue, candidates=candidates,
-                                         user_columns=user_columns)
+  recommend = signatures.RecommendModule(*catalogue, user_columns=user_columns,
+                                         **search)
   exported = {
       "retrieval": (retrieval, {"serving_default": retrieval.recommend}),
       "ranking": (ranking, {"serving_default": ranking.score}),

@@ -16,21 +16,42 @@
 A user's (or every group member's) training items are never recommended;
 unknown users get popular items. Bad requests (empty batch, k out of range,
 unknown strategy) fail with an InvalidArgument error naming the input.
+
+Retrieval and the first stage of `serving_default` and
+`recommend_for_features` search the catalogue exactly or, with
+`index="compact"`, through `tfgan_rec.compact_index` (a bfloat16 first pass
+and exact float32 scores for a shortlist); the signatures are the same.
 """
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from tfgan_rec.compact_index import CompactIndex
+from tfgan_rec.config import INDEXES
 from tfgan_rec.recommender.model import TwoStageModel
 
 STRATEGIES = ("average", "least_misery", "most_pleasure")
 
 
-def _string_lookup(ids) -> tf.keras.layers.StringLookup:
-  # num_oov_indices=1 maps unknown IDs to 0 and ids[i] to i + 1, the
-  # package's own indexing.
-  return tf.keras.layers.StringLookup(vocabulary=list(ids), num_oov_indices=1)
+class _IdTable(tf.Module):
+  """String ID -> index: ids[i] -> i + 1, unknown IDs -> 0 (the package's
+  own indexing), any input shape.
+
+  A plain hash table rather than a Keras StringLookup: the layer keeps its
+  vocabulary as a tracked Python list and in its saved config, so a 1M-item
+  export held each vocabulary twice and spent most of its time walking those
+  lists (see benchmarks/README.md)."""
+
+  def __init__(self, ids):
+    super().__init__()
+    keys = tf.constant(np.asarray(ids, dtype=str))
+    self.table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            keys, tf.range(1, tf.size(keys, tf.int64) + 1)), default_value=0)
+
+  def __call__(self, ids: tf.Tensor) -> tf.Tensor:
+    return self.table.lookup(ids)
 
 
 def _ragged_rows(user: np.ndarray, item: np.ndarray, num_users: int):
@@ -46,20 +67,36 @@ class _IdLookups(tf.Module):
   def __init__(self, model: TwoStageModel, user_ids, item_ids):
     super().__init__()
     self.model = model
-    self.user_lookup = _string_lookup(user_ids)
-    self.item_lookup = _string_lookup(item_ids)
+    self.user_lookup = _IdTable(user_ids)
+    self.item_lookup = _IdTable(item_ids)
 
 
 class _Catalogue(_IdLookups):
   """What the retrieving modules share: ID lookups, the candidate index,
-  each user's training items, and popularity."""
+  each user's training items, and popularity.
+
+  `index` chooses how the top items are found: `exact` scores the whole
+  float32 index per query; `compact` (`tfgan_rec.compact_index`) scores a
+  bfloat16 copy, then re-scores `shortlist_factor` x n items exactly.
+  """
 
   def __init__(self, model: TwoStageModel, user_ids, item_ids, train_user,
-               train_item, candidates=None):
+               train_item, candidates=None, index: str = "exact",
+               shortlist_factor: int = 10):
     super().__init__(model, user_ids, item_ids)
+    if index not in INDEXES:
+      raise ValueError(f"index '{index}' is unknown; use "
+                       f"{' or '.join(INDEXES)}.")
+    if shortlist_factor < 1:
+      raise ValueError(f"shortlist_factor must be at least 1, got "
+                       f"{shortlist_factor}.")
+    self.index_kind, self.shortlist_factor = index, shortlist_factor
     self.num_items = model.num_items
-    self.item_vocabulary = tf.constant(
-        np.concatenate([[""], np.asarray(item_ids, dtype=str)]))
+    # A variable, saved once; a constant is copied into every signature's
+    # graph.
+    self.item_vocabulary = tf.Variable(
+        np.concatenate([[""], np.asarray(item_ids, dtype=str)]),
+        trainable=False, name="item_vocabulary")
     if candidates is None:
       candidates = model.item_embeddings(
           tf.range(model.num_items + 1, dtype=tf.int32))
@@ -74,6 +111,27 @@ class _Catalogue(_IdLookups):
                                   np.asarray(train_item), len(user_ids))
     self.seen_values = tf.Variable(values, trainable=False)
     self.seen_splits = tf.Variable(splits, trainable=False)
+    self.compact = None
+
+  def _use_compact(self, n: int) -> None:
+    """Builds the compact index for top-n searches when it was chosen."""
+    if self.index_kind != "compact":
+      return
+    popularity = self.index.numpy()[:, -1].copy()
+    popularity[0] = float("-inf")  # item 0, the padding, is never returned
+    self.compact = CompactIndex(self.index, self.shortlist_factor * n,
+                                popularity)
+
+  def top(self, query: tf.Tensor, known: tf.Tensor, excluded: tf.Tensor,
+          n: int):
+    """(scores, item indices) [batch, n] of the best items: `scores` except
+    the `excluded` (row, item) pairs, exactly or through the compact
+    index."""
+    if self.compact is not None:
+      return self.compact.top(self._query_rows(query, known), known,
+                              excluded, n)
+    best = tf.math.top_k(_excluded(self.scores(query, known), excluded), n)
+    return best.values, best.indices
 
   def seen_indices(self, user: tf.Tensor) -> tf.Tensor:
     """[n, 2] (row, item) pairs: the training items of each user (row), and
@@ -89,13 +147,18 @@ class _Catalogue(_IdLookups):
     return tf.concat([tf.stack([rows, items], axis=1),
                       tf.stack([padding, tf.zeros_like(padding)], axis=1)], 0)
 
-  def scores(self, query: tf.Tensor, known: tf.Tensor) -> tf.Tensor:
-    """[batch, num_items + 1]: query . candidate where `known`, else the
-    item's log-popularity."""
+  @staticmethod
+  def _query_rows(query: tf.Tensor, known: tf.Tensor) -> tf.Tensor:
+    """[batch, dim + 1]: (query, 0) where `known`, else (0, ..., 0, 1)."""
     learned = tf.concat([query, tf.zeros_like(query[:, :1])], axis=1)
     popular = tf.one_hot(tf.fill(tf.shape(known), tf.shape(query)[1]),
                          tf.shape(query)[1] + 1)
-    return tf.matmul(tf.where(known[:, None], learned, popular), self.index,
+    return tf.where(known[:, None], learned, popular)
+
+  def scores(self, query: tf.Tensor, known: tf.Tensor) -> tf.Tensor:
+    """[batch, num_items + 1]: query . candidate where `known`, else the
+    item's log-popularity."""
+    return tf.matmul(self._query_rows(query, known), self.index,
                      transpose_b=True)
 
   def to_ids(self, indices: tf.Tensor) -> tf.Tensor:
@@ -119,16 +182,16 @@ class RetrievalModule(_Catalogue):
   def __init__(self, *args, top_k: int = 20, **kwargs):
     super().__init__(*args, **kwargs)
     self.top_k = min(top_k, self.num_items)
+    self._use_compact(self.top_k)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name="user_id")])
   def recommend(self, user_id):
     with tf.control_dependencies([_check_batch(user_id, "user_id")]):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
-    scores = self.scores(self.model.user_embeddings(user), user > 0)
-    best = tf.math.top_k(_excluded(scores, self.seen_indices(user)),
-                         self.top_k)
-    return {"item_ids": self.to_ids(best.indices), "scores": best.values}
+    scores, items = self.top(self.model.user_embeddings(user), user > 0,
+                             self.seen_indices(user), self.top_k)
+    return {"item_ids": self.to_ids(items), "scores": scores}
 
 
 class RankingModule(_IdLookups):
@@ -160,6 +223,7 @@ class RecommendModule(_Catalogue):
     super().__init__(*args, **kwargs)
     self.num_candidates = min(num_candidates, self.num_items)
     self.max_k = min(max_k, self.num_candidates)
+    self._use_compact(self.num_candidates)
     # One string input per raw user feature column the query tower encodes.
     self.feature_names = list(self.model.user_preprocessing.kinds)
     if user_columns is not None and list(user_columns) != self.feature_names:
@@ -195,11 +259,11 @@ class RecommendModule(_Catalogue):
     return {"item_ids": tf.where(keep, self.to_ids(items), ""),
             "scores": tf.where(keep, best.values, 0.0)}
 
-  def _two_stage(self, query, scores, excluded, k):
-    """Top `num_candidates` of `scores` except the `excluded` (row, item)
-    pairs, re-ranked by the ratings predicted for `query`."""
-    candidates = tf.math.top_k(_excluded(scores, excluded),
-                               self.num_candidates).indices
+  def _two_stage(self, query, known, excluded, k):
+    """The top `num_candidates` items for `query` (popularity where not
+    `known`) except the `excluded` (row, item) pairs, re-ranked by the
+    ratings predicted for `query`."""
+    candidates = self.top(query, known, excluded, self.num_candidates)[1]
     ratings = lambda items: self._ratings(query, items)
     return self._rerank(candidates, ratings, k)
 
@@ -225,8 +289,7 @@ class RecommendModule(_Catalogue):
     with tf.control_dependencies(checks):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     query = self.model.user_embeddings(user)
-    return self._two_stage(query, self.scores(query, user > 0),
-                           self.seen_indices(user), k)
+    return self._two_stage(query, user > 0, self.seen_indices(user), k)
 
   def _for_features(self, features, liked_item_ids, k):
     checks = self._check_k(k) + [tf.debugging.assert_equal(
@@ -243,8 +306,7 @@ class RecommendModule(_Catalogue):
     liked_pairs = tf.stack([rows, tf.reshape(liked, [-1])], axis=1)
     padding = tf.stack([tf.range(tf.size(k)), tf.zeros_like(k)], axis=1)
     # Known through features, so the learned scores are used, not popularity.
-    scores = self.scores(query, tf.ones_like(k, tf.bool))
-    return self._two_stage(query, scores,
+    return self._two_stage(query, tf.ones_like(k, tf.bool),
                            tf.concat([liked_pairs, padding], 0), k)
 
   @tf.function(input_signature=[
@@ -274,6 +336,8 @@ class RecommendModule(_Catalogue):
     flat = tf.reshape(members, [-1])
     queries = self.model.user_embeddings(flat)
     # z-normalise each member's scores so learned scores and popularity mix.
+    # This needs every item's score, so groups read the float32 index in
+    # full with either index (the compact one shares that variable).
     scores = self.scores(queries, flat > 0)
     mean, var = tf.nn.moments(scores[:, 1:], axes=[1], keepdims=True)
     scores = tf.reshape((scores - mean) / tf.sqrt(var + 1e-9),
