@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from tfgan_rec import cli
+from tfgan_rec.config import INDEXES
 from tfgan_rec.errors import InputError
 
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="items returned by the retrieval model")
   parser.add_argument("--keep-versions", type=int,
                       help="exported versions kept per model")
-  parser.add_argument("--index", choices=("exact", "compact"),
+  parser.add_argument("--index", choices=INDEXES,
                       help="how retrieval and recommend search the "
                            "catalogue (default: the run's)")
   parser.add_argument("--shortlist-factor", type=int,
