@@ -19,7 +19,7 @@ LAYERS = [
     {"tfgan_rec.data"},
     {"tfgan_rec.evaluate", "tfgan_rec.baselines", "tfgan_rec.layers",
      "tfgan_rec.compact_index"},
-    {"tfgan_rec.recommender", "tfgan_rec.gan"},
+    {"tfgan_rec.recommender", "tfgan_rec.recommender.graph", "tfgan_rec.gan"},
     {"tfgan_rec.augmentation", "tfgan_rec.thin_users", "tfgan_rec.signatures",
      "tfgan_rec.saved_models", "tfgan_rec.report"},
     {"tfgan_rec.pipeline"},

@@ -25,6 +25,10 @@ DATASETS = ("movielens", "csv", "synthetic")
 SPARSE_MODES = ("latest", "oldest")
 # How the exported models search the catalogue (tfgan_rec.signatures).
 INDEXES = ("exact", "compact")
+# What the towers represent a user or item by, besides features and history
+# (tfgan_rec.recommender.towers), and how the graph's layers combine.
+TOWERS = ("id", "graph", "id+graph")
+GRAPH_COMBINATIONS = ("mean", "learned")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband")
 SEARCH_SPACES = ("recommender", "gan", "augmentation")
@@ -99,6 +103,28 @@ class ModelConfig:
   retrieval_weight: float = 1.0
   ranking_weight: float = setting(0.1, "weight of the ranking loss "
                                   "(retrieval's is 1)")
+  tower: str = setting(
+      "id", "what represents a user or item in both towers besides its "
+      "features and pooled history: id (an id embedding), graph (a LightGCN "
+      "embedding propagated over the training interactions, instead) or "
+      "id+graph (both)", choices=TOWERS)
+  graph_layers: int = setting(2, "LightGCN propagation steps of the graph "
+                              "tower")
+  graph_combination: str = setting(
+      "mean", "how the graph tower combines its layers: mean, or learned "
+      "softmax weights", choices=GRAPH_COMBINATIONS)
+  graph_edge_dropout: float = setting(
+      0.0, "fraction of graph edges dropped at each training step")
+
+  @property
+  def uses_id(self) -> bool:
+    """Whether the towers embed the user and item ids (id, id+graph)."""
+    return "id" in self.tower.split("+")
+
+  @property
+  def uses_graph(self) -> bool:
+    """Whether the towers use the graph embedding (graph, id+graph)."""
+    return "graph" in self.tower.split("+")
 
 
 @dataclasses.dataclass
@@ -268,6 +294,9 @@ class RunConfig:
     for name, value, known in (
         ("data.dataset", self.data.dataset, DATASETS),
         ("data.sparse_mode", self.data.sparse_mode, SPARSE_MODES),
+        ("model.tower", self.model.tower, TOWERS),
+        ("model.graph_combination", self.model.graph_combination,
+         GRAPH_COMBINATIONS),
         ("augmentation.source", self.augmentation.source,
          AUGMENTATION_SOURCES),
         ("gan.loss", self.gan.loss, ("modified", "wasserstein")),
@@ -290,6 +319,8 @@ class RunConfig:
         ("data.cold_items", self.data.cold_items, 0.0, 0.9),
         ("data.cold_users", self.data.cold_users, 0.0, 0.9),
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
+        ("model.graph_layers", self.model.graph_layers, 0, 10),
+        ("model.graph_edge_dropout", self.model.graph_edge_dropout, 0.0, 0.9),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
     ]
     return fractions + [(name, value, 1, 10**9) for name, value in (

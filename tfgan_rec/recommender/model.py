@@ -1,5 +1,5 @@
 """The two-stage TFRS model: a retrieval task and a ranking task."""
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -9,6 +9,7 @@ from tfgan_rec.config import ModelConfig
 from tfgan_rec.data.dataset import EncodedData
 from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.layers import FeaturePreprocessing, mlp
+from tfgan_rec.recommender import graph as graph_lib
 from tfgan_rec.recommender import towers
 
 
@@ -48,6 +49,21 @@ def _encoded_table(preprocessing: FeaturePreprocessing, table: FeatureTable,
           for name, values in preprocessing(raw).items()}
 
 
+def _graph_embedding(config: ModelConfig, data: EncodedData,
+                     adjacency: Optional[graph_lib.Adjacency]
+                     ) -> Optional[graph_lib.GraphEmbedding]:
+  """The towers' shared graph embedding, if `config.tower` uses one."""
+  if not config.uses_graph:
+    return None
+  if adjacency is None:
+    raise ValueError(f"tower '{config.tower}' needs the adjacency of the "
+                     f"training rows (graph.normalized_adjacency).")
+  return graph_lib.GraphEmbedding(
+      adjacency, data.num_users, config.embedding_dim, config.graph_layers,
+      config.graph_combination, config.graph_edge_dropout,
+      name="graph_embedding")
+
+
 class TwoStageModel(tfrs.Model):
   """Retrieval (in-batch plus sampled softmax) and rating ranking, one model.
 
@@ -56,6 +72,12 @@ class TwoStageModel(tfrs.Model):
   The retrieval loss corrects for popularity (log-Q) and removes accidental
   hits; `extra_negatives` uniformly sampled items are added to the in-batch
   negatives (mixed negative sampling) so rare items are pushed down too.
+
+  With `config.tower` graph or id+graph, both towers use the LightGCN
+  embeddings (`graph.GraphEmbedding`) of `adjacency`, which must be built
+  from the rows the model trains on: a training step propagates once and
+  both towers gather from the result; everything else reads the graph's
+  cache, which `fit` refreshes when it returns.
 
   >>> from tfgan_rec.config import ModelConfig
   >>> from tfgan_rec.data import encode, synthetic
@@ -71,7 +93,8 @@ class TwoStageModel(tfrs.Model):
 
   def __init__(self, config: ModelConfig, data: EncodedData,
                history: np.ndarray, item_counts: np.ndarray,
-               rating_mean: float = 0.0):
+               rating_mean: float = 0.0,
+               adjacency: Optional[graph_lib.Adjacency] = None):
     super().__init__()
     self.config = config
     self.num_items = data.num_items
@@ -97,12 +120,15 @@ class TwoStageModel(tfrs.Model):
                                      name="rating_offset")
     share = item_counts / max(item_counts.sum(), 1.0)
     self.item_share = _constant_table(share.astype(np.float32), "item_share")
+    self.graph = _graph_embedding(config, data, adjacency)
     self.query_tower = towers.QueryTower(
         data.num_users, data.num_items, self.user_preprocessing,
-        config.embedding_dim, config.feature_dim, config.query_hidden)
+        config.embedding_dim, config.feature_dim, config.query_hidden,
+        use_id=config.uses_id, graph=self.graph)
     self.candidate_tower = towers.CandidateTower(
         data.num_items, self.item_preprocessing, config.embedding_dim,
-        config.feature_dim, config.candidate_hidden, config.item_id_dropout)
+        config.feature_dim, config.candidate_hidden, config.item_id_dropout,
+        use_id=config.uses_id, graph=self.graph)
     self.rating_head = mlp(config.ranking_hidden, 1, "rating_head")
     self.retrieval_task = tfrs.tasks.Retrieval(
         temperature=config.temperature, remove_accidental_hits=True)
@@ -113,16 +139,19 @@ class TwoStageModel(tfrs.Model):
             reduction=tf.keras.losses.Reduction.SUM),
         metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
 
-  def user_embeddings(self, user: tf.Tensor, history=None) -> tf.Tensor:
+  def user_embeddings(self, user: tf.Tensor, history=None,
+                      graph_table=None) -> tf.Tensor:
     """Query embeddings; `history` defaults to the user's stored history,
     and then users with short histories get the `thin_user_query` blend,
-    if one is attached (training passes `history` and never does)."""
+    if one is attached (training passes `history` and never does).
+    `graph_table` is this step's propagation (default: the cache)."""
     stored = history is None
     features = self.user_feature_rows(user)
     if stored:
       history = tf.gather(self.history_items, user)
       user = served_user_id(user, history)
-    query = self.query_tower(user, features, history, preprocessed=True)
+    query = self.query_tower(user, features, history, preprocessed=True,
+                             graph_table=graph_table)
     if stored and self.thin_user_query is not None:
       query = self.thin_user_query(history, features, query)
     return query
@@ -147,10 +176,20 @@ class TwoStageModel(tfrs.Model):
     features, tower query) -> query` (see `gan.user_generator`)."""
     self.thin_user_query = layer
 
-  def item_embeddings(self, item: tf.Tensor, training=None) -> tf.Tensor:
+  def item_embeddings(self, item: tf.Tensor, training=None,
+                      graph_table=None) -> tf.Tensor:
+    """Candidate embeddings; `graph_table` as in `user_embeddings`."""
     features = {k: tf.gather(v, item) for k, v in self.item_features.items()}
     return self.candidate_tower(item, features, training=training,
-                                preprocessed=True)
+                                preprocessed=True, graph_table=graph_table)
+
+  def fit(self, *args, **kwargs):
+    """Keras' `fit`; then the graph embedding's cache is refreshed, so what
+    evaluates, serves or exports the model sees the weights fit trained."""
+    history = super().fit(*args, **kwargs)
+    if self.graph is not None:
+      self.graph.refresh()
+    return history
 
   def predict_rating(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
     joint = tf.concat([query, candidate, query * candidate], axis=-1)
@@ -179,12 +218,15 @@ class TwoStageModel(tfrs.Model):
     user, item = inputs["user"], inputs["item"]
     weight = inputs.get("weight")
     history = self._training_history(user, item, training)
-    query = self.user_embeddings(user, history)
-    candidate = self.item_embeddings(item, training=training)
+    # The one propagation of this step, shared by both towers.
+    table = (self.graph.propagate(training) if self.graph is not None
+             else None)
+    query = self.user_embeddings(user, history, table)
+    candidate = self.item_embeddings(item, training, table)
     negatives = self._negatives()
     candidate_ids = tf.concat([item, negatives], 0)
     candidates = tf.concat(
-        [candidate, self.item_embeddings(negatives, training=training)], 0)
+        [candidate, self.item_embeddings(negatives, training, table)], 0)
     # Probability that a candidate slot of this batch holds this item (TFRS
     # clips it to [1e-6, 1], so it must be a probability, not a count).
     batch_size = tf.cast(tf.shape(item)[0], tf.float32)

@@ -13,6 +13,7 @@ from scipy import sparse
 from tfgan_rec import evaluate
 from tfgan_rec.config import RunConfig
 from tfgan_rec.data import EncodedData, Examples, SplitData
+from tfgan_rec.recommender import graph
 from tfgan_rec.recommender.model import TwoStageModel, history_table
 from tfgan_rec.recommender.optimizers import LazyAdam
 
@@ -42,6 +43,8 @@ class Validation:
 
 def build_model(config: RunConfig, data: EncodedData,
                 rows: Examples) -> TwoStageModel:
+  """The compiled model for training on `rows`, whose pooled histories,
+  item popularity, mean rating and (graph tower) adjacency they give."""
   # Generated interactions (weight < 1) are training targets; whether they
   # also enter the pooled history that describes the user is configurable.
   in_history = (np.ones(len(rows.user), bool)
@@ -52,7 +55,13 @@ def build_model(config: RunConfig, data: EncodedData,
   counts = np.bincount(rows.item, weights=rows.weight,
                        minlength=data.num_items + 1)
   rating_mean = np.average(rows.rating, weights=rows.weight)
-  model = TwoStageModel(config.model, data, history, counts, rating_mean)
+  # The graph holds exactly the rows trained on (the fit part while early
+  # stopping, the train part in the refit), never validation or test ones.
+  adjacency = (graph.normalized_adjacency(rows.user, rows.item, rows.weight,
+                                          data.num_users, data.num_items)
+               if config.model.uses_graph else None)
+  model = TwoStageModel(config.model, data, history, counts, rating_mean,
+                        adjacency)
   model.compile(optimizer=LazyAdam(config.train.learning_rate))
   return model
 

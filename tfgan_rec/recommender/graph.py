@@ -1,0 +1,173 @@
+"""LightGCN graph embeddings of users and items (He et al., SIGIR 2020).
+
+Users and items are the nodes of one bipartite graph whose edges are the
+training interactions. Every node has one trainable embedding (row `user`
+for users 0..num_users, row `num_users + 1 + item` for items 0..num_items,
+0 being the unknown user and the padding item); a propagation step replaces
+each node's embedding by the sum of its neighbours' scaled by the
+symmetric normalisation D^-1/2 A D^-1/2, with no feature transform and no
+non-linearity, and the K step results plus the node's own embedding are
+combined by their mean (LightGCN's choice) or by learned softmax weights.
+Propagation carries what dense users' interactions say about an item to the
+sparse users who share it.
+
+A node with no edges (a user or item absent from the training rows, the
+unknown user 0, the padding item 0) gets a zero graph embedding, so the
+towers describe it through its features and pooled history alone, exactly
+as they describe a new user today (not its own untrained row).
+"""
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+from scipy import sparse
+
+COMBINATIONS = ("mean", "learned")
+
+
+@dataclasses.dataclass(frozen=True)
+class Adjacency:
+  """The symmetric-normalised user-item adjacency, as a sparse matrix in
+  canonical (row-major) order over `num_nodes` = users + items + 2 nodes.
+
+  Attributes:
+    indices: int64 [edges, 2] (row, column) of the non-zero entries.
+    values: float32 [edges], w / sqrt(degree(row) * degree(column)).
+    num_nodes: users (0 included) then items (0 included).
+    connected: bool [num_nodes], whether the node has any edge.
+  """
+  indices: np.ndarray
+  values: np.ndarray
+  num_nodes: int
+  connected: np.ndarray
+
+
+def normalized_adjacency(user: np.ndarray, item: np.ndarray,
+                         weight: np.ndarray, num_users: int,
+                         num_items: int) -> Adjacency:
+  """D^-1/2 A D^-1/2 of the bipartite graph of (user, item) interactions.
+
+  A[u, num_users + 1 + i] = A[num_users + 1 + i, u] = the summed `weight`
+  of u's interactions with i (generated interactions enter with their
+  sample weight < 1); degrees are the weighted row sums.
+
+  Args:
+    user: int [n] user indices (1..num_users).
+    item: int [n] item indices (1..num_items).
+    weight: float [n] sample weights.
+    num_users: users, the unknown user 0 not counted.
+    num_items: items, the padding item 0 not counted.
+
+  Returns:
+    The normalised `Adjacency`.
+  """
+  interactions = sparse.csr_matrix(
+      (np.asarray(weight, np.float64), (user, item)),
+      shape=(num_users + 1, num_items + 1))  # duplicates are summed
+  interactions.eliminate_zeros()
+  graph = sparse.bmat([[None, interactions], [interactions.T, None]],
+                      format="csr").tocoo()
+  degree = np.asarray(graph.sum(axis=1)).ravel()
+  scale = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)), 0.0)
+  values = graph.data * scale[graph.row] * scale[graph.col]
+  return Adjacency(
+      indices=np.stack([graph.row, graph.col], axis=1).astype(np.int64),
+      values=values.astype(np.float32), num_nodes=graph.shape[0],
+      connected=degree > 0)
+
+
+class GraphEmbedding(tf.keras.layers.Layer):
+  """LightGCN propagation over one trainable table of user and item rows.
+
+  `propagate` runs over the whole graph: `layers` steps of
+  `tf.sparse.sparse_dense_matmul`, combined with the node's own row, and
+  returns every node's graph embedding [num_nodes, dim]. The training step
+  propagates ONCE and both towers gather their rows from the result. Outside
+  training the towers read `cached`, the propagation of the current
+  weights that `refresh` stores (TwoStageModel.fit refreshes it after
+  training): evaluation, serving signatures and exports then gather rows
+  from a table, so TF Serving runs no graph op.
+
+  Args:
+    adjacency: the normalised adjacency of the training rows.
+    num_users: users, the unknown user 0 not counted (items start at row
+      num_users + 1).
+    dim: the size of each embedding.
+    layers: propagation steps K (0: the node's own row only).
+    combination: "mean" of the K + 1 layer outputs, or "learned" softmax
+      weights over them (initialised to the mean).
+    edge_dropout: in training, the fraction of adjacency entries dropped
+      at each step (the rest rescaled by 1 / keep, as LightGCN's code).
+
+  >>> adjacency = normalized_adjacency(np.array([1, 2]), np.array([1, 1]),
+  ...                                  np.ones(2), num_users=2, num_items=1)
+  >>> GraphEmbedding(adjacency, num_users=2, dim=4).propagate().shape
+  TensorShape([5, 4])
+  """
+
+  def __init__(self, adjacency: Adjacency, num_users: int, dim: int,
+               layers: int = 2, combination: str = "mean",
+               edge_dropout: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    if combination not in COMBINATIONS:
+      raise ValueError(f"combination must be one of {COMBINATIONS}.")
+    self.num_users, self.num_layers = num_users, layers
+    self.combination, self.edge_dropout = combination, edge_dropout
+    self.num_nodes = adjacency.num_nodes
+    # Constants, not variables: the adjacency is rebuilt from the training
+    # rows with the model, so checkpoints hold only what was learnt (and
+    # the cache) and restore whichever rows size the model's tables.
+    self.edge_indices = tf.constant(adjacency.indices)
+    self.edge_values = tf.constant(adjacency.values)
+    self.connected = tf.constant(
+        adjacency.connected.astype(np.float32)[:, None])
+    # "uniform", as tf.keras.layers.Embedding (the id tower's tables).
+    self.table = self.add_weight("table", [self.num_nodes, dim],
+                                 initializer="uniform")
+    self.layer_logits = self.add_weight(
+        "layer_logits", [layers + 1], initializer="zeros",
+        trainable=combination == "learned")
+    self.cached = self.add_weight("cached", [self.num_nodes, dim],
+                                  initializer="zeros", trainable=False)
+
+  def layer_weights(self) -> tf.Tensor:
+    """The K + 1 weights of the layer combination (summing to 1)."""
+    return tf.nn.softmax(self.layer_logits)
+
+  def _adjacency(self, training) -> tf.sparse.SparseTensor:
+    values = self.edge_values
+    if training and self.edge_dropout:
+      keep = 1.0 - self.edge_dropout
+      kept = tf.random.uniform(tf.shape(values)) < keep
+      values = tf.where(kept, values / keep, tf.zeros_like(values))
+    return tf.sparse.SparseTensor(self.edge_indices, values,
+                                  [self.num_nodes, self.num_nodes])
+
+  def propagate(self, training=None) -> tf.Tensor:
+    """Every node's graph embedding [num_nodes, dim]: the layer
+    combination of its own row and its K propagated rows; 0 for nodes with
+    no edge. `training` applies the edge dropout."""
+    adjacency = self._adjacency(training)
+    weights = self.layer_weights()
+    layer = tf.convert_to_tensor(self.table)
+    combined = weights[0] * layer
+    for step in range(1, self.num_layers + 1):
+      layer = tf.sparse.sparse_dense_matmul(adjacency, layer)
+      combined += weights[step] * layer
+    return combined * self.connected
+
+  def refresh(self) -> None:
+    """Stores the propagation of the current weights in `cached`."""
+    self.cached.assign(self.propagate(training=False))
+
+  def user_rows(self, user: tf.Tensor,
+                table: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """The users' graph embeddings from `table` (default: `cached`)."""
+    return tf.gather(self.cached if table is None else table, user)
+
+  def item_rows(self, item: tf.Tensor,
+                table: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """The items' graph embeddings from `table` (default: `cached`)."""
+    return tf.gather(self.cached if table is None else table,
+                     item + self.num_users + 1)
