@@ -1,4 +1,6 @@
 """The TFRS model learns: it beats popularity on planted preferences."""
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -89,3 +91,23 @@ def test_pooled_embedding_is_the_mean_of_present_ids_with_a_dense_gradient():
   assert isinstance(gradient, tf.Tensor)
   np.testing.assert_allclose(gradient.numpy()[:, 0],
                              [0, 1 / 3, 2 / 3, 0, 0, 1], rtol=1e-6)
+
+
+def test_new_user_dropout_trains_the_new_user_id(prepared):
+  config, ready = prepared
+  rows = Examples.of_rows(ready.data, ready.split.fit[:3000])
+  rows_of_new_user = {}
+  for dropout in (0.0, 0.3):
+    with_dropout = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, new_user_dropout=dropout))
+    model = training.build_model(with_dropout, ready.data, rows)
+    table = model.query_tower.id_embedding
+    model.fit(training.make_dataset(rows, 512, seed=0).take(1), epochs=1,
+              verbose=0)  # builds the variables
+    before = table.embeddings.numpy()[0].copy()
+    model.fit(training.make_dataset(rows, 512, seed=0), epochs=1, verbose=0)
+    rows_of_new_user[dropout] = np.abs(table.embeddings.numpy()[0] -
+                                       before).max()
+  # Without it nobody trains as user 0; with it, user 0's row learns.
+  assert rows_of_new_user[0.0] == 0.0
+  assert rows_of_new_user[0.3] > 1e-4

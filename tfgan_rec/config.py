@@ -97,6 +97,10 @@ class ModelConfig:
   history_dropout: float = 0.2
   generated_in_history: bool = False
   item_id_dropout: float = 0.1
+  new_user_dropout: float = setting(
+      0.0, "share of training rows whose user is shown as a new user (id 0, "
+      "no history, features only), so the query tower learns to serve new "
+      "users")
   temperature: float = setting(0.1, "retrieval softmax temperature")
   extra_negatives: int = 2048
   logq_correction: float = 1.0
@@ -320,6 +324,7 @@ class RunConfig:
         ("data.cold_users", self.data.cold_users, 0.0, 0.9),
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
         ("model.graph_layers", self.model.graph_layers, 0, 10),
+        ("model.new_user_dropout", self.model.new_user_dropout, 0.0, 0.9),
         ("model.graph_edge_dropout", self.model.graph_edge_dropout, 0.0, 0.9),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
     ]

@@ -206,6 +206,16 @@ class TwoStageModel(tfrs.Model):
       history = tf.where(keep, history, tf.zeros_like(history))
     return history
 
+  def _as_new_users(self, user: tf.Tensor, history: tf.Tensor, training):
+    """In training, `new_user_dropout` of the rows become a new user's: id
+    0 and an empty history, so id 0 and the features-only path are trained
+    (otherwise row 0 of the id embedding never is)."""
+    if not (training and self.config.new_user_dropout):
+      return user, history
+    new = tf.random.uniform(tf.shape(user)) < self.config.new_user_dropout
+    return (tf.where(new, tf.zeros_like(user), user),
+            tf.where(new[:, None], tf.zeros_like(history), history))
+
   def _negatives(self):
     count = self.config.extra_negatives
     if count <= 0:
@@ -218,6 +228,7 @@ class TwoStageModel(tfrs.Model):
     user, item = inputs["user"], inputs["item"]
     weight = inputs.get("weight")
     history = self._training_history(user, item, training)
+    user, history = self._as_new_users(user, history, training)
     # The one propagation of this step, shared by both towers.
     table = (self.graph.propagate(training) if self.graph is not None
              else None)
