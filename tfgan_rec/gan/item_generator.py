@@ -99,22 +99,15 @@ class ItemGANTrainer(loop.AdversarialLoop):
   def create(self):
     """The generator, discriminator and their optimizers, built at the
     seed."""
-    config = self.config
-    self.generator = ContentGenerator(self.preprocessing,
-                                      int(self.targets.shape[1]), config)
-    self.discriminator = ContentDiscriminator(self.preprocessing, config)
-    self.g_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
-                                                beta_1=0.5)
-    self.d_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
-                                                beta_1=0.5)
+    generator = ContentGenerator(self.preprocessing,
+                                 int(self.targets.shape[1]), self.config)
+    discriminator = ContentDiscriminator(self.preprocessing, self.config)
     batch = self.global_batch(tf.constant(0, tf.int64))
-    self.generator(batch["content"], batch["noise"], preprocessed=True)
-    self.discriminator(batch["real"], batch["content"], preprocessed=True)
-    for model, optimizer in ((self.generator, self.g_optimizer),
-                             (self.discriminator, self.d_optimizer)):
-      optimizer.build(model.trainable_variables)
-    return {"generator": self.generator, "discriminator": self.discriminator,
-            "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+    generator(batch["content"], batch["noise"], preprocessed=True)
+    discriminator(batch["real"], batch["content"], preprocessed=True)
+    return self.adversaries(generator, discriminator,
+                            self.config.learning_rate,
+                            self.config.learning_rate)
 
   def global_batch(self, step: tf.Tensor):
     """The step's warm items (content and embedding) and noise."""

@@ -131,6 +131,21 @@ class AdversarialLoop:
     over the global batch (`average`)."""
     raise NotImplementedError
 
+  def adversaries(self, generator: tf.keras.Model,
+                  discriminator: tf.keras.Model, g_learning_rate: float,
+                  d_learning_rate: float) -> Dict[str, tf.Module]:
+    """For `create`: keeps the (already called, so built) `generator` and
+    `discriminator` with an Adam optimizer each (beta_1 0.5, built too);
+    returns all four by checkpoint name."""
+    self.generator, self.discriminator = generator, discriminator
+    self.g_optimizer = tf.keras.optimizers.Adam(g_learning_rate, beta_1=0.5)
+    self.d_optimizer = tf.keras.optimizers.Adam(d_learning_rate, beta_1=0.5)
+    for model, optimizer in ((generator, self.g_optimizer),
+                             (discriminator, self.d_optimizer)):
+      optimizer.build(model.trainable_variables)
+    return {"generator": generator, "discriminator": discriminator,
+            "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
   # --- helpers for replica_step ----------------------------------------------
 
   def average(self, per_example: tf.Tensor) -> tf.Tensor:

@@ -93,25 +93,16 @@ class GANTrainer(loop.AdversarialLoop):
     """The generator, discriminator and their optimizers, built at the
     seed."""
     config = self.config
-    self.generator = Generator(self.data.num_items, self.preprocessing,
-                               config.noise_dim, config.hidden,
-                               config.feature_dim)
-    self.discriminator = Discriminator(self.data.num_items,
-                                       self.preprocessing, config.hidden,
-                                       config.feature_dim)
-    self.g_optimizer = tf.keras.optimizers.Adam(config.g_learning_rate,
-                                                beta_1=0.5)
-    self.d_optimizer = tf.keras.optimizers.Adam(config.d_learning_rate,
-                                                beta_1=0.5)
+    generator = Generator(self.data.num_items, self.preprocessing,
+                          config.noise_dim, config.hidden, config.feature_dim)
+    discriminator = Discriminator(self.data.num_items, self.preprocessing,
+                                  config.hidden, config.feature_dim)
     condition = self._condition(tf.constant([0], tf.int32),
                                 tf.zeros([1, self.width]))
-    fake = self.generator(condition, tf.zeros([1, config.noise_dim]))
-    self.discriminator(fake, condition)
-    for model, optimizer in ((self.generator, self.g_optimizer),
-                             (self.discriminator, self.d_optimizer)):
-      optimizer.build(model.trainable_variables)
-    return {"generator": self.generator, "discriminator": self.discriminator,
-            "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+    discriminator(generator(condition, tf.zeros([1, config.noise_dim])),
+                  condition)
+    return self.adversaries(generator, discriminator, config.g_learning_rate,
+                            config.d_learning_rate)
 
   # --- input -----------------------------------------------------------------
 

@@ -257,24 +257,16 @@ class UserGANTrainer(loop.AdversarialLoop):
   def create(self):
     """The generator, discriminator and their optimizers, built at the
     seed."""
-    config = self.config
-    self.generator = UserGenerator(self.item_embeddings, self.preprocessing,
-                                   config)
-    self.discriminator = QueryDiscriminator(self.generator,
-                                            self.preprocessing, config)
-    self.g_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
-                                                beta_1=0.5)
-    self.d_optimizer = tf.keras.optimizers.Adam(config.learning_rate,
-                                                beta_1=0.5)
+    generator = UserGenerator(self.item_embeddings, self.preprocessing,
+                              self.config)
+    discriminator = QueryDiscriminator(generator, self.preprocessing,
+                                       self.config)
     batch = self.global_batch(tf.constant(0, tf.int64))
-    generated = self.generator(batch["thin"], batch["features"],
-                               batch["noise"])
-    self.discriminator(generated, batch["thin"], batch["features"])
-    for model, optimizer in ((self.generator, self.g_optimizer),
-                             (self.discriminator, self.d_optimizer)):
-      optimizer.build(model.trainable_variables)
-    return {"generator": self.generator, "discriminator": self.discriminator,
-            "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+    discriminator(generator(batch["thin"], batch["features"], batch["noise"]),
+                  batch["thin"], batch["features"])
+    return self.adversaries(generator, discriminator,
+                            self.config.learning_rate,
+                            self.config.learning_rate)
 
   def global_batch(self, step: tf.Tensor):
     """One step's users, their episodes and features (a function of
