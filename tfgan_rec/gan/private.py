@@ -213,9 +213,9 @@ class ReleaseGANTrainer(loop.AdversarialLoop):
       per_user = losses.minimax_discriminator_loss(
           self.discriminator(real, real_condition, training=True),
           self.discriminator(fake, real_condition, training=True))
+      mean = self.average(per_user * included)
     if not self.plan:
-      return tape.gradient(self.average(per_user * included),
-                           variables), per_user
+      return tape.gradient(mean, variables), per_user
     # Row i of each jacobian is user i's gradient (their real row and the
     # row generated from their features: all of their data in the step).
     jacobians = tape.jacobian(
