@@ -199,3 +199,18 @@ def test_synthesize_refuses_to_overwrite_and_needs_a_release(
                           "--out", str(tmp_path / "new")]) == 2
   assert "--dp-epsilon" in capsys.readouterr().err
   assert (tmp_path / "full" / "keep.txt").read_text() == "x"
+
+
+def test_release_generator_without_privacy_trains(small_data):
+  private = gan_worker.release(small_data)
+  trainer = release.private.ReleaseGANTrainer(
+      private.config, gan_worker.gan_trainer.GANData.from_rows(
+          small_data.user, small_data.item, small_data.num_users,
+          small_data.num_items, small_data.user_features),
+      FeatureTable(), None, seed=3)
+  before = [w.numpy().copy() for w in trainer.discriminator.weights]
+  metrics = trainer.train()
+  assert all(np.isfinite(v) for v in metrics.values())
+  assert trainer.secret_seed == 3  # not private: the public seed
+  assert all(not np.allclose(a, b.numpy()) for a, b in
+             zip(before, trainer.discriminator.weights))
