@@ -1,8 +1,8 @@
 """Run settings as dataclasses: one place to add a setting.
 
-Each section (data, model, train, eval, export, gan, item_gan, augmentation)
-is a dataclass; a field declared with `setting(default, help)` is also a
-command-line flag (`--<flag>`, named after the field unless `flag=` says
+Each section (data, model, train, eval, export, gan, item_gan, augmentation,
+privacy) is a dataclass; a field declared with `setting(default, help)` is
+also a command-line flag (`--<flag>`, named after the field unless `flag=` says
 otherwise), so the CLI, YAML files and the tuner all read the same fields.
 
 Precedence: dataclass defaults < `--config FILE.yaml` < command-line flags.
@@ -172,6 +172,34 @@ class GANConfig:
 
 
 @dataclasses.dataclass
+class PrivacyConfig:
+  """The release generator (`python -m tfgan_rec.synthesize`): trained with
+  user-level differential privacy at `epsilon` (see docs/privacy.md)."""
+  epsilon: float = setting(
+      0.0, "train a generator for releasing synthetic data with (epsilon, "
+      "--dp-delta) user-level differential privacy, epsilon being the total "
+      "of model and user features; inf: the same generator without "
+      "privacy; 0: no release generator", flag="dp_epsilon")
+  delta: float = setting(1e-5, "delta of the release's guarantee; keep it "
+                         "well below 1/users", flag="dp_delta")
+  clip_norm: float = setting(1.0, "each user's discriminator gradient is "
+                             "clipped to this norm", flag="dp_clip_norm")
+  feature_share: float = setting(
+      0.1, "share of epsilon and delta spent on the users' feature "
+      "marginals (the rest on the model)", flag="dp_feature_share")
+
+  @property
+  def release(self) -> bool:
+    """Whether a release generator is trained."""
+    return self.epsilon > 0
+
+  @property
+  def private(self) -> bool:
+    """Whether it is trained with differential privacy."""
+    return 0 < self.epsilon < float("inf")
+
+
+@dataclasses.dataclass
 class ItemGANConfig:
   """The content generator that embeds new items (`gan.item_generator`)."""
   noise_dim: int = 16
@@ -277,6 +305,7 @@ class RunConfig:
   user_gan: UserGANConfig = dataclasses.field(default_factory=UserGANConfig)
   augmentation: AugmentationConfig = dataclasses.field(
       default_factory=AugmentationConfig)
+  privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
   seed: int = setting(42, "fixes the split, initialisation and training "
                       "order")
   run_dir: Optional[str] = setting(
@@ -327,6 +356,10 @@ class RunConfig:
         ("model.new_user_dropout", self.model.new_user_dropout, 0.0, 0.9),
         ("model.graph_edge_dropout", self.model.graph_edge_dropout, 0.0, 0.9),
         ("train.learning_rate", self.train.learning_rate, 1e-7, 10.0),
+        ("privacy.epsilon", self.privacy.epsilon, 0.0, float("inf")),
+        ("privacy.delta", self.privacy.delta, 1e-15, 0.1),
+        ("privacy.clip_norm", self.privacy.clip_norm, 1e-6, 1e6),
+        ("privacy.feature_share", self.privacy.feature_share, 0.01, 0.99),
     ]
     return fractions + [(name, value, 1, 10**9) for name, value in (
         ("data.sparse_keep", self.data.sparse_keep),

@@ -25,12 +25,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import (augmentation, baselines, evaluate, report,
+from tfgan_rec import (augmentation, baselines, evaluate, release, report,
                        saved_models, thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
                               NewItemSummary, RunSummary,
                               UserGeneratorSummary)
 from tfgan_rec import data as data_lib
+from tfgan_rec import privacy as privacy_lib
 from tfgan_rec.config import DataConfig, RunConfig, load_yaml, save_yaml, update
 from tfgan_rec.data import Examples, SplitData
 from tfgan_rec.errors import InputError
@@ -324,12 +325,30 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
                                     summary)
   candidates = _new_items(config, split_data, model, rows, timer, summary,
                           checkpoints)
+  if config.privacy.release:
+    with timer("release generator"):
+      summary.privacy = train_release(config, split_data, run_dir)
   save_trained(model, run_dir, candidates)
   if config.export.enabled:
     with timer("export"):
       summary.exports = export(model, split_data, config, candidates)
   write_summary(summary, run_dir)
   return summary
+
+
+def train_release(config: RunConfig, split_data: SplitData,
+                  run_dir: str) -> dict:
+  """Trains the release generator (privately with a finite --dp-epsilon)
+  and keeps it in <run-dir>/release; returns its privacy statement."""
+  logdir = (os.path.join(config.logdir, "release") if config.logdir
+            else None)
+  try:
+    trained = release.train_release_generator(config, split_data, logdir)
+  except GANDivergedError as err:
+    raise InputError(str(err)) from None
+  release.save_release(trained, config.gan, run_dir)
+  log.info("%s", privacy_lib.describe(trained.privacy))
+  return trained.privacy
 
 
 def _train_and_evaluate(config: RunConfig, split_data: SplitData,

@@ -2,6 +2,8 @@
 import dataclasses
 from typing import Dict, List, Optional
 
+from tfgan_rec import privacy as privacy_lib
+
 SLICE_ORDER = ("overall", "sparse", "dense", "new")
 
 
@@ -68,6 +70,8 @@ class RunSummary:
   seconds: Dict[str, float]
   exports: Dict[str, str]
   run_dir: str
+  # The release generator's privacy statement (privacy.json), if trained.
+  privacy: Optional[dict] = None
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -134,6 +138,8 @@ def _header(summary: RunSummary, k: int) -> List[str]:
         f"the same split with the same seed")
   lines += [f"- {what}: {decision}"
             for what, decision in summary.decisions.items()]
+  if summary.privacy:
+    lines.append(f"- {privacy_lib.describe(summary.privacy)}")
   return lines
 
 

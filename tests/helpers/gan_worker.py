@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from tfgan_rec.config import GANConfig, ItemGANConfig, UserGANConfig
 from tfgan_rec.data import dataset, synthetic
-from tfgan_rec.gan import item_generator, loop, user_generator
+from tfgan_rec import privacy
+from tfgan_rec.config import PrivacyConfig
+from tfgan_rec.gan import item_generator, loop, private, user_generator
 from tfgan_rec.gan import trainer as gan_trainer
 from tfgan_rec.layers import FeaturePreprocessing
 
@@ -70,7 +72,25 @@ def item(data, steps=3, **kwargs):
       **kwargs)
 
 
-TRAINERS = {"gan": gan, "user": user, "item": item}
+def release(data, steps=3, **kwargs):
+  """The private release generator (epsilon 5 over 20 steps), with a
+  fixed secret seed so that runs can be compared."""
+  gan_data = gan_trainer.GANData.from_rows(
+      data.user, data.item, data.num_users, data.num_items,
+      data.user_features)
+  config = GANConfig(**{**GAN_CONFIG.__dict__, "steps": steps})
+  plan = privacy.plan(PrivacyConfig(epsilon=5.0), len(gan_data.train_users),
+                      config.batch_size, 20, config.d_steps, replicas=2)
+  marginals = privacy.noisy_marginals(
+      data.user_features, gan_data.train_users, float("inf"), 1.0,
+      np.random.default_rng(0))
+  released = marginals.sample(len(gan_data.train_users),
+                              np.random.default_rng(1))
+  return private.ReleaseGANTrainer(config, gan_data, released, plan, seed=3,
+                                   secret_seed=11, **kwargs)
+
+
+TRAINERS = {"gan": gan, "user": user, "item": item, "release": release}
 
 
 def weights(trainer):

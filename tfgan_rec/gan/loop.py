@@ -157,9 +157,15 @@ class AdversarialLoop:
             model: tf.keras.Model, optimizer) -> None:
     """Gradients of `loss`, summed over replicas (then clipped), applied."""
     variables = model.trainable_variables
+    self.apply_gradients(tape.gradient(loss, variables), model, optimizer)
+
+  def apply_gradients(self, grads, model: tf.keras.Model, optimizer) -> None:
+    """This replica's share of the gradients, summed over replicas (then
+    clipped), applied to `model`."""
+    variables = model.trainable_variables
     # Dense: replicas' sparse (embedding) gradients differ in row count,
     # which the collective all-reduce rejects; the tables here are small.
-    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    grads = [tf.convert_to_tensor(g) for g in grads]
     context = tf.distribute.get_replica_context()
     grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     if self.settings.clip_norm is not None:

@@ -18,17 +18,22 @@ class ConditionEncoder(tf.keras.layers.Layer):
 
   The condition is {"features": {name: string [batch]}, "history": float
   [batch, num_items + 1]}; the features go through a `FeatureEncoder` over
-  the shared user `FeaturePreprocessing`.
+  the shared user `FeaturePreprocessing`. With `history=False` (the private
+  release generator) there is no history layer at all: the condition is
+  the features alone, and "history" must be an empty [batch, 0] tensor (it
+  only carries the batch size when there are no features).
   """
 
   def __init__(self, preprocessing: FeaturePreprocessing, feature_dim: int,
-               hidden: int, **kwargs):
+               hidden: int, history: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.features = FeatureEncoder(preprocessing, feature_dim)
-    self.history = tf.keras.layers.Dense(hidden, activation="gelu")
+    self.history = (tf.keras.layers.Dense(hidden, activation="gelu")
+                    if history else None)
 
   def call(self, condition: Dict[str, tf.Tensor]) -> tf.Tensor:
-    parts = [self.history(condition["history"])]
+    history = condition["history"]
+    parts = [self.history(history) if self.history else history[:, :0]]
     if self.features.has_features:
       parts.append(self.features(condition["features"]))
     return tf.concat(parts, axis=-1)
@@ -45,10 +50,11 @@ class Generator(tf.keras.Model):
 
   def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
                noise_dim: int = 32, hidden: Sequence[int] = (256,),
-               feature_dim: int = 8, **kwargs):
+               feature_dim: int = 8, history: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.noise_dim = noise_dim
-    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0])
+    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0],
+                                      history)
     self.body = mlp(hidden, num_items + 1, "generator_mlp")
 
   def call(self, condition, noise, training=None):
@@ -60,9 +66,11 @@ class Discriminator(tf.keras.Model):
   """D(vector, condition) -> real/fake logit [batch]."""
 
   def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
-               hidden: Sequence[int] = (256,), feature_dim: int = 8, **kwargs):
+               hidden: Sequence[int] = (256,), feature_dim: int = 8,
+               history: bool = True, **kwargs):
     super().__init__(**kwargs)
-    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0])
+    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0],
+                                      history)
     self.vector = tf.keras.layers.Dense(hidden[0], activation="gelu")
     self.body = mlp(hidden, 1, "discriminator_mlp")
 

@@ -1,0 +1,216 @@
+"""Differential privacy: the accounting against dp-accounting, the noise
+calibration, the feature marginals, the private discriminator step (clipped
+per-user gradients, noise once) and the synthetic data release."""
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from dp_accounting import dp_event
+from dp_accounting.rdp import rdp_privacy_accountant
+from helpers import gan_worker
+
+from tfgan_rec import pipeline, privacy, release, synthesize, train
+from tfgan_rec.config import DataConfig, GANConfig, PrivacyConfig, RunConfig
+from tfgan_rec.data import sources
+from tfgan_rec.data.features import FeatureTable
+from tfgan_rec.gan import losses
+
+PARAMETERS = [(1.1, 0.01, 1000, 1e-5), (0.8, 0.1, 200, 1e-6),
+              (4.0, 0.136, 1000, 1e-5)]
+
+
+@pytest.mark.parametrize("sigma,rate,steps,delta", PARAMETERS)
+def test_epsilon_matches_dp_accounting(sigma, rate, steps, delta):
+  accountant = rdp_privacy_accountant.RdpAccountant()
+  accountant.compose(dp_event.PoissonSampledDpEvent(
+      rate, dp_event.GaussianDpEvent(sigma)), steps)
+  assert privacy.epsilon_spent(sigma, rate, steps, delta) == pytest.approx(
+      accountant.get_epsilon(delta), rel=1e-12)
+
+
+def test_several_updates_per_sample_count_as_one_gaussian_of_less_noise():
+  accountant = rdp_privacy_accountant.RdpAccountant()
+  accountant.compose(dp_event.PoissonSampledDpEvent(
+      0.05, dp_event.GaussianDpEvent(2.0 / math.sqrt(3))), 500)
+  assert privacy.epsilon_spent(2.0, 0.05, 500, 1e-5, 3) == pytest.approx(
+      accountant.get_epsilon(1e-5), rel=1e-9)
+  assert privacy.epsilon_spent(2.0, 0.05, 500, 1e-5, 3) > (
+      privacy.epsilon_spent(2.0, 0.05, 500, 1e-5))
+
+
+@pytest.mark.parametrize("target,rate,steps", [(1.0, 0.136, 1000),
+                                               (3.0, 0.01, 5000),
+                                               (10.0, 0.25, 300)])
+def test_calibrated_noise_reaches_the_target_within_one_percent(target, rate,
+                                                                steps):
+  sigma = privacy.calibrate_noise(target, rate, steps, 1e-5)
+  spent = privacy.epsilon_spent(sigma, rate, steps, 1e-5)
+  assert 0.99 * target <= spent <= target
+  # Less noise would overspend.
+  assert privacy.epsilon_spent(0.97 * sigma, rate, steps, 1e-5) > spent
+
+
+def test_plan_splits_the_budget_and_bounds_the_cut_of_large_samples():
+  config = PrivacyConfig(epsilon=3.0, delta=1e-5, feature_share=0.2)
+  plan = privacy.plan(config, users=943, expected_batch=128, steps=1000,
+                      updates_per_step=1, replicas=2)
+  assert plan.feature_epsilon == pytest.approx(0.6)
+  assert 0.99 * 2.4 <= plan.model_epsilon <= 2.4
+  assert plan.epsilon == pytest.approx(plan.model_epsilon + 0.6)
+  assert plan.delta <= 1e-5 and plan.capacity % 2 == 0
+  assert 128 < plan.capacity < 943
+  overflow = 1000 * (1 + math.exp(plan.model_epsilon)) * (
+      privacy.overflow_probability(plan.capacity, 943, 128 / 943))
+  assert overflow <= 0.01 * plan.model_delta
+  assert plan.model_epsilon == pytest.approx(privacy.epsilon_spent(
+      plan.noise_multiplier, 128 / 943, 1000, 0.99 * 0.8e-5),
+      rel=1e-9)
+
+
+def test_marginals_hide_values_few_users_hold():
+  column = np.array([""] + ["a"] * 500 + ["b"] * 300 + ["rare"], object)
+  table = FeatureTable({"x": column}, {"x": "categorical"})
+  users = np.arange(1, len(column))
+  exact = privacy.noisy_marginals(table, users, math.inf, 1.0,
+                                  np.random.default_rng(0))
+  assert exact.counts == {"x": {"a": 500.0, "b": 300.0, "rare": 1.0}}
+  rng = np.random.default_rng(0)
+  released = [privacy.noisy_marginals(table, users, 1.0, 0.05, rng).counts
+              for _ in range(2000)]
+  assert all({"a", "b"} <= set(r["x"]) for r in released)
+  # A value one user holds is released with probability delta exactly.
+  rare = np.mean(["rare" in r["x"] for r in released])
+  assert 0.035 < rare < 0.065
+  noisy_a = np.array([r["x"]["a"] for r in released])
+  assert abs(noisy_a.mean() - 500) < 0.5 and noisy_a.std() > 0.5
+  sample = exact.sample(4000, np.random.default_rng(1))
+  share = (sample.columns["x"][1:] == "a").mean()
+  assert share == pytest.approx(500 / 801, abs=0.03)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+  return gan_worker.small_data()
+
+
+def test_private_step_clips_each_user_and_adds_noise_once(small_data):
+  trainer = gan_worker.release(small_data)
+  batch = trainer.global_batch(tf.constant(0, tf.int64))
+  real = release.private.dense_rows(trainer.seen_values, trainer.seen_splits,
+                                    batch["user"], trainer.width)
+  rows = int(real.shape[0])
+  condition = release.private.condition(
+      {k: tf.gather(v, batch["user"]) for k, v in
+       trainer.real_features.items()}, rows)
+  fake = trainer.generator(condition, batch["noise"][:, 0])
+  included = batch["included"]
+  plan = trainer.plan
+  trainer.plan = dataclasses.replace(plan, noise_multiplier=0.0,
+                                     clip_norm=0.05)
+  grads, _ = trainer.discriminator_gradients(real, fake, condition, included)
+  # The same by a loop over users, one tape each.
+  expected = [np.zeros(v.shape) for v in
+              trainer.discriminator.trainable_variables]
+  for i in np.flatnonzero(included.numpy()):
+    one = lambda t, i=i: tf.nest.map_structure(lambda x: x[i:i + 1], t)
+    with tf.GradientTape() as tape:
+      loss = losses.minimax_discriminator_loss(
+          trainer.discriminator(one(real), one(condition)),
+          trainer.discriminator(one(fake), one(condition)))[0]
+    g = tape.gradient(loss, trainer.discriminator.trainable_variables,
+                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    norm = np.sqrt(sum(float(tf.reduce_sum(tf.square(p))) for p in g))
+    assert norm > 0.05  # so clipping is exercised
+    for total, part in zip(expected, g):
+      total += tf.convert_to_tensor(part).numpy() * min(1.0, 0.05 / norm)
+  for got, want in zip(grads, expected):
+    np.testing.assert_allclose(got.numpy(), want / plan.expected_batch,
+                               atol=1e-6)
+  # Nobody sampled: pure noise of standard deviation sigma C / batch.
+  trainer.plan = plan
+  noise, _ = trainer.discriminator_gradients(real, fake, condition,
+                                             tf.zeros_like(included))
+  values = np.concatenate([g.numpy().ravel() for g in noise])
+  assert values.std() == pytest.approx(
+      plan.noise_multiplier * plan.clip_norm / plan.expected_batch, rel=0.05)
+
+
+def test_release_generator_never_reads_a_history(small_data):
+  trainer = gan_worker.release(small_data)
+  for model in (trainer.generator, trainer.discriminator):
+    assert model.condition.history is None
+  names = [v.name for v in trainer.generator.trainable_variables]
+  assert len(names) == len(set(names)) and trainer.plan.noise_multiplier > 0
+  # The generator's preprocessing is the released features', not the
+  # real users'.
+  assert trainer.generator.condition.features.preprocessing is (
+      trainer.preprocessing)
+
+
+@pytest.fixture(scope="module")
+def release_run(tmp_path_factory):
+  """A run folder with a private release generator of a few steps."""
+  config = RunConfig(seed=5)
+  config.data = DataConfig(dataset="synthetic", synthetic_interactions=3000)
+  config.gan = GANConfig(steps=20, batch_size=16, hidden=(32,), noise_dim=8)
+  config.privacy = PrivacyConfig(epsilon=4.0, delta=1e-5)
+  run_dir = str(tmp_path_factory.mktemp("release_run"))
+  split_data = pipeline.prepare(config.data, config.seed)
+  statement = pipeline.train_release(config, split_data, run_dir)
+  return run_dir, statement
+
+
+def test_synthesize_writes_what_train_reads(release_run, tmp_path):
+  run_dir, statement = release_run
+  assert statement["private"] and statement["epsilon"] <= 4.0
+  out = tmp_path / "synthetic"
+  assert synthesize.main(["--run-dir", run_dir, "--users", "60", "--out",
+                          str(out)]) == 0
+  written = sorted(os.listdir(out))
+  assert written == ["items.csv", "privacy.json", "ratings.csv", "users.csv"]
+  ratings = pd.read_csv(out / "ratings.csv", dtype=str)
+  assert ratings["user_id"].nunique() == 60
+  data = sources.load_interactions(DataConfig(
+      ratings=str(out / "ratings.csv"), users=str(out / "users.csv"),
+      items=str(out / "items.csv")), 0)
+  assert len(data.ratings) == len(ratings)
+  assert pd.read_json(out / "privacy.json", typ="series")["epsilon"] == (
+      pytest.approx(statement["epsilon"]))
+  assert train.main(["--ratings", str(out / "ratings.csv"), "--users",
+                     str(out / "users.csv"), "--items",
+                     str(out / "items.csv"), "--epochs", "1", "--no-refit",
+                     "--no-export", "--run-dir",
+                     str(tmp_path / "on_synthetic")]) == 0
+
+
+def test_synthesize_refuses_to_overwrite_and_needs_a_release(
+    release_run, tmp_path, capsys):
+  run_dir, _ = release_run
+  (tmp_path / "full").mkdir()
+  (tmp_path / "full" / "keep.txt").write_text("x")
+  assert synthesize.main(["--run-dir", run_dir, "--users", "5", "--out",
+                          str(tmp_path / "full")]) == 2
+  assert "not empty" in capsys.readouterr().err
+  assert synthesize.main(["--run-dir", str(tmp_path), "--users", "5",
+                          "--out", str(tmp_path / "new")]) == 2
+  assert "--dp-epsilon" in capsys.readouterr().err
+  assert (tmp_path / "full" / "keep.txt").read_text() == "x"
+
+
+def test_release_generator_without_privacy_trains(small_data):
+  private = gan_worker.release(small_data)
+  trainer = release.private.ReleaseGANTrainer(
+      private.config, gan_worker.gan_trainer.GANData.from_rows(
+          small_data.user, small_data.item, small_data.num_users,
+          small_data.num_items, small_data.user_features),
+      FeatureTable(), None, seed=3)
+  before = [w.numpy().copy() for w in trainer.discriminator.weights]
+  metrics = trainer.train()
+  assert all(np.isfinite(v) for v in metrics.values())
+  assert trainer.secret_seed == 3  # not private: the public seed
+  assert all(not np.allclose(a, b.numpy()) for a, b in
+             zip(before, trainer.discriminator.weights))
