@@ -110,18 +110,18 @@ def test_bad_shortlist_is_one_clear_error(catalogue):
 # --- exported SavedModels ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def both_exports(trained, tmp_path_factory):
-  """The trained model exported with each index: {index: {model: path}}."""
+def both_exports(trained, serving_export, tmp_path_factory):
+  """The trained model exported with each index: {index: {model: path}}
+  (the exact one is the session's `serving_export`, also top_k=10)."""
   _, ready, result = trained
+  _, exact_paths, _ = serving_export
   data, train = ready.data, ready.split.train
-  exports = {}
-  for kind in ("exact", "compact"):
-    exports[kind] = saved_models.export_models(
-        result.model, data.user_ids, data.item_ids, data.user[train],
-        data.item[train], str(tmp_path_factory.mktemp(kind)), top_k=10,
-        user_columns=list(data.user_features.columns), index=kind,
-        shortlist_factor=3)
-  return ready, exports
+  compact = saved_models.export_models(
+      result.model, data.user_ids, data.item_ids, data.user[train],
+      data.item[train], str(tmp_path_factory.mktemp("compact")), top_k=10,
+      user_columns=list(data.user_features.columns), index="compact",
+      shortlist_factor=3)
+  return ready, {"exact": exact_paths, "compact": compact}
 
 
 def test_exported_compact_retrieval_equals_exact(both_exports):

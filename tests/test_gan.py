@@ -77,7 +77,7 @@ def test_wasserstein_loss_runs(small_data):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_train_step_traced_once(small_data, kind):
-  trainer = gan_worker.TRAINERS[kind](small_data, steps=4)
+  trainer = gan_worker.TRAINERS[kind](small_data, steps=3)
   metrics = trainer.train()
   assert trainer.trace_count == 1
   assert all(np.isfinite(v) for v in metrics.values())
@@ -126,20 +126,20 @@ def test_two_workers_end_with_identical_weights(tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_killed_run_resumes_from_checkpoint(small_data, kind, tmp_path):
   make = gan_worker.TRAINERS[kind]
-  uninterrupted = make(small_data, steps=20)
+  uninterrupted = make(small_data, steps=10)
   uninterrupted.train()
 
-  def kill_at_12(step):
-    if step == 12:
+  def kill_at_7(step):
+    if step == 7:
       raise KeyboardInterrupt
 
-  first = make(small_data, steps=20, checkpoint_dir=str(tmp_path))
+  first = make(small_data, steps=10, checkpoint_dir=str(tmp_path))
   with pytest.raises(KeyboardInterrupt):
-    first.train(after_step=kill_at_12)
-  resumed = make(small_data, steps=20, checkpoint_dir=str(tmp_path))
-  assert resumed.restore() == 10
+    first.train(after_step=kill_at_7)
+  resumed = make(small_data, steps=10, checkpoint_dir=str(tmp_path))
+  assert resumed.restore() == 5
   resumed.train()
-  assert int(resumed.step.numpy()) == 20
+  assert int(resumed.step.numpy()) == 10
   for a, b in zip(weights(uninterrupted), weights(resumed)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -147,7 +147,7 @@ def test_killed_run_resumes_from_checkpoint(small_data, kind, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_divergence_guard_restores_last_good_checkpoint(small_data, kind,
                                                         tmp_path):
-  trainer = gan_worker.TRAINERS[kind](small_data, steps=20,
+  trainer = gan_worker.TRAINERS[kind](small_data, steps=10,
                                       checkpoint_dir=str(tmp_path))
 
   def poison(step):
