@@ -104,6 +104,13 @@ def new_run_dir(config: config_lib.RunConfig) -> str:
   return path
 
 
+def check_run_dir(run_dir: str) -> None:
+  """InputError unless `run_dir` is a folder (a finished training run)."""
+  if not os.path.isdir(run_dir):
+    raise InputError(f"run directory '{run_dir}' not found; pass a folder "
+                     f"written by python -m tfgan_rec.train.")
+
+
 def setup_logging(verbose: bool) -> None:
   """Our messages as `tfgan_rec: ...` on stderr; TensorFlow's own (absl)
   warnings only with --verbose."""

@@ -7,7 +7,6 @@ saved) and writes the retrieval, ranking and recommend SavedModels as the next
 version (see `tfgan_rec.saved_models` for the layout and atomic writes).
 """
 import argparse
-import os
 import sys
 from typing import List, Optional
 
@@ -40,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export(args) -> None:
   """Exports the run in `args.run_dir` with its settings, as overridden."""
-  if not os.path.isdir(args.run_dir):
-    raise InputError(f"run directory '{args.run_dir}' not found; pass a "
-                     f"folder written by python -m tfgan_rec.train.")
+  cli.check_run_dir(args.run_dir)
   cli.load_tensorflow(args.verbose)
   from tfgan_rec import pipeline  # pylint: disable=g-import-not-at-top
   config = pipeline.load_run_config(args.run_dir)

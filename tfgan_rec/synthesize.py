@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def synthesize(args) -> None:
   """Loads the run's release generator and writes the synthetic data."""
-  if not os.path.isdir(args.run_dir):
-    raise InputError(f"run directory '{args.run_dir}' not found; pass a "
-                     f"folder written by python -m tfgan_rec.train.")
+  cli.check_run_dir(args.run_dir)
   if args.users < 1:
     raise InputError(f"--users {args.users}: generate at least 1 user.")
   if os.path.isdir(args.out) and os.listdir(args.out):
