@@ -13,6 +13,7 @@ from helpers import gan_worker
 
 from tfgan_rec import baselines, evaluate
 from tfgan_rec.config import GANConfig
+from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import losses, loop
 from tfgan_rec.gan import trainer as gan_trainer
 
@@ -52,6 +53,26 @@ def test_zero_reconstruction_only_counts_negatives():
   negatives = tf.constant([[True, False, True]])
   value = losses.zero_reconstruction(generated, negatives).numpy()[0]
   assert value == pytest.approx((0.25 + 0.04) / 2)
+
+
+def test_next_items_target_splits_each_history_in_time():
+  """With --gan-target next the condition holds only the `context` items
+  before the cut and the real sample only the `horizon` items after it, in
+  time order (not item order); users with one item are never drawn."""
+  data = gan_trainer.GANData.from_rows(
+      np.array([1, 1, 1, 1, 1, 2]), np.array([5, 4, 3, 2, 1, 3]), 2, 5,
+      FeatureTable(), timestamp=np.array([0.0, 1, 2, 3, 4, 0]))
+  trainer = gan_trainer.GANTrainer(
+      GANConfig(target="next", context=2, horizon=2, batch_size=2), data)
+  assert trainer.train_users.numpy().tolist() == [1]
+  # cut = 1 + floor(0.6 * 4) = 3: history 5, 4, 3 | 2, 1 to come.
+  batch = {"user": tf.constant([1]), "cut": tf.constant([0.6])}
+  real, condition = trainer._real_and_condition(batch)
+  assert np.flatnonzero(condition["history"][0]).tolist() == [3, 4]
+  assert np.flatnonzero(real[0]).tolist() == [1, 2]
+  latest = trainer._history(trainer.seen_values, trainer.seen_splits,
+                            tf.constant([1, 2]))
+  assert [np.flatnonzero(row).tolist() for row in latest] == [[1, 2], [3]]
 
 
 def test_gradient_penalty_is_zero_for_unit_slope_critic():

@@ -28,7 +28,8 @@ def train_gan(config: GANConfig, rows: Examples, data: EncodedData,
               logdir: Optional[str] = None) -> GANTrainer:
   """Trains (or, from `checkpoint_dir`, resumes) the GAN on `rows`."""
   gan_data = GANData.from_rows(rows.user, rows.item, data.num_users,
-                               data.num_items, data.user_features)
+                               data.num_items, data.user_features,
+                               rows.timestamp)
   trainer = GANTrainer(config, gan_data, seed, checkpoint_dir=checkpoint_dir,
                        logdir=logdir)
   trainer.restore()
@@ -55,7 +56,8 @@ def gan_scorer(trainer: GANTrainer, rows: Examples, data: EncodedData,
   draws, conditioned on each user's interactions in `rows`. One noise source
   serves every chunk of users, so chunks draw different noise."""
   history = GANData.from_rows(rows.user, rows.item, data.num_users,
-                              data.num_items, data.user_features)
+                              data.num_items, data.user_features,
+                              rows.timestamp)
   rng = trainer.noise_source()
   return lambda users: trainer.generate(users, samples, history=history,
                                         rng=rng)

@@ -158,6 +158,19 @@ class GANConfig:
                       "penalty)",
                       flag="gan_loss", choices=("modified", "wasserstein"))
   gp_weight: float = 10.0
+  target: str = setting(
+      "profile", "what the interaction GAN generates: profile (a user's "
+      "items from a partial history, CFGAN) or next (the items a user takes "
+      "next, from the latest --gan-context items before a random point of "
+      "their time-ordered history: simulated sparse users)",
+      flag="gan_target", choices=("profile", "next"))
+  context: int = setting(5, "with --gan-target next: the latest items the "
+                         "generator is conditioned on", flag="gan_context")
+  horizon: int = setting(10, "with --gan-target next: how many following "
+                         "items are the real sample", flag="gan_horizon")
+  item_to_item: bool = setting(
+      False, "the generator adds a linear item-to-item map of the history "
+      "to its MLP's scores", flag="gan_item_to_item")
   history_dropout: float = 0.5
   negative_rate: float = 0.1
   zr_weight: float = 1.0

@@ -50,16 +50,25 @@ class Generator(tf.keras.Model):
 
   def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
                noise_dim: int = 32, hidden: Sequence[int] = (256,),
-               feature_dim: int = 8, history: bool = True, **kwargs):
+               feature_dim: int = 8, history: bool = True,
+               item_to_item: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.noise_dim = noise_dim
     self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0],
                                       history)
     self.body = mlp(hidden, num_items + 1, "generator_mlp")
+    # A linear item-to-item path beside the MLP (wide & deep): full rank,
+    # as item-item models (EASE, transition counts) are.
+    self.item_to_item = (tf.keras.layers.Dense(num_items + 1, use_bias=False,
+                                               kernel_initializer="zeros")
+                         if item_to_item and history else None)
 
   def call(self, condition, noise, training=None):
     joint = tf.concat([self.condition(condition), noise], axis=-1)
-    return tf.sigmoid(self.body(joint, training=training))
+    logits = self.body(joint, training=training)
+    if self.item_to_item is not None:
+      logits += self.item_to_item(condition["history"])
+    return tf.sigmoid(logits)
 
 
 class Discriminator(tf.keras.Model):

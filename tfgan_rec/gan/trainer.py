@@ -22,15 +22,19 @@ from tfgan_rec.layers import FeaturePreprocessing
 class GANData:
   """What the GAN trains on: each user's training items and raw features."""
   num_items: int
-  seen_items: np.ndarray  # flat item indices, grouped by user
+  seen_items: np.ndarray  # flat item indices, by user, each user's in time
   seen_splits: np.ndarray  # row splits over users 0..num_users
   user_features: FeatureTable  # raw, row i = user i
   train_users: np.ndarray  # users with at least one training interaction
 
   @classmethod
   def from_rows(cls, user: np.ndarray, item: np.ndarray, num_users: int,
-                num_items: int, features: FeatureTable) -> "GANData":
-    order = np.lexsort((item, user))
+                num_items: int, features: FeatureTable,
+                timestamp: Optional[np.ndarray] = None) -> "GANData":
+    """Groups the rows by user, each user's items in time order (`timestamp`;
+    item order without it)."""
+    time = np.zeros(len(user)) if timestamp is None else timestamp
+    order = np.lexsort((item, time, user))
     counts = np.bincount(user, minlength=num_users + 1)
     splits = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return cls(num_items, item[order].astype(np.int32), splits, features,
@@ -44,6 +48,32 @@ def dense_rows(values, splits, users, width) -> tf.Tensor:
                       rows.flat_values], axis=1)
   return tf.scatter_nd(indices, tf.ones_like(rows.flat_values, tf.float32),
                        tf.stack([tf.shape(users)[0], width]))
+
+
+def window_rows(values, splits, users, begin, length, width) -> tf.Tensor:
+  """Binary [len(users), width] rows holding each user's items at positions
+  begin .. begin + length - 1 of their (time-ordered) slice of `values`;
+  positions outside the user's slice are left out. `begin` is counted from
+  the user's first item and may be negative.
+
+  >>> window_rows(tf.constant([1, 2, 3, 2]), tf.constant([0, 3, 4]),
+  ...             tf.constant([0, 1]), tf.constant([1, -1]), 2, 4).numpy()
+  array([[0., 0., 1., 1.],
+         [0., 0., 1., 0.]], dtype=float32)
+  """
+  first = tf.gather(splits, users)
+  end = tf.gather(splits, users + 1)
+  position = (first + tf.cast(begin, first.dtype))[:, None] + tf.range(
+      length, dtype=first.dtype)[None, :]
+  inside = (position >= first[:, None]) & (position < end[:, None])
+  items = tf.gather(values, tf.clip_by_value(
+      position, 0, tf.maximum(tf.cast(tf.size(values), first.dtype) - 1, 0)))
+  rows = tf.broadcast_to(tf.range(tf.shape(users)[0])[:, None],
+                         tf.shape(items))
+  counts = tf.scatter_nd(
+      tf.stack([rows, tf.cast(items, tf.int32)], axis=-1),
+      tf.cast(inside, tf.float32), tf.stack([tf.shape(users)[0], width]))
+  return tf.minimum(counts, 1.0)
 
 
 class GANTrainer(loop.AdversarialLoop):
@@ -72,7 +102,11 @@ class GANTrainer(loop.AdversarialLoop):
     self.width = data.num_items + 1
     self.seen_values = tf.constant(data.seen_items)
     self.seen_splits = tf.constant(data.seen_splits)
-    self.train_users = tf.constant(data.train_users)
+    # The next-items target needs an item before and one after the cut.
+    counts = np.diff(data.seen_splits)[data.train_users]
+    self.train_users = tf.constant(
+        data.train_users[counts >= 2] if config.target == "next"
+        else data.train_users)
     # Raw strings, as constants (fine under any strategy); the generator's
     # and the discriminator's FeatureEncoders share one preprocessing.
     self.features = {name: tf.constant(column, tf.string) for name, column
@@ -94,7 +128,8 @@ class GANTrainer(loop.AdversarialLoop):
     seed."""
     config = self.config
     generator = Generator(self.data.num_items, self.preprocessing,
-                          config.noise_dim, config.hidden, config.feature_dim)
+                          config.noise_dim, config.hidden, config.feature_dim,
+                          item_to_item=config.item_to_item)
     discriminator = Discriminator(self.data.num_items, self.preprocessing,
                                   config.hidden, config.feature_dim)
     condition = self._condition(tf.constant([0], tf.int32),
@@ -118,7 +153,7 @@ class GANTrainer(loop.AdversarialLoop):
     seed = lambda offset: tf.stack([tf.cast(self.seed + offset, tf.int64),
                                     step])
     pick = tf.random.stateless_uniform(
-        [size], seed(0), 0, len(self.data.train_users), dtype=tf.int32)
+        [size], seed(0), 0, tf.shape(self.train_users)[0], dtype=tf.int32)
     return {
         "user": tf.gather(self.train_users, pick),
         "noise": tf.random.stateless_normal(
@@ -128,7 +163,30 @@ class GANTrainer(loop.AdversarialLoop):
         "negative": tf.random.stateless_uniform([size, self.width], seed(3)) <
                     cfg.negative_rate,
         "mix": tf.random.stateless_uniform([size, 1], seed(4)),
+        "cut": tf.random.stateless_uniform([size], seed(5)),
     }
+
+  def _real_and_condition(self, batch):
+    """(the real vector D sees, the generator's condition) of a batch.
+
+    profile: the user's items, conditioned on them with `history_dropout`
+    of them dropped. next: the `horizon` items after a random cut of the
+    user's time-ordered items, conditioned on the `context` items before it.
+    """
+    cfg, users = self.config, batch["user"]
+    if cfg.target == "profile":
+      real = dense_rows(self.seen_values, self.seen_splits, users, self.width)
+      return real, self._condition(
+          users, real * tf.cast(batch["keep"], tf.float32))
+    count = tf.gather(self.seen_splits, users + 1) - tf.gather(
+        self.seen_splits, users)
+    # The cut leaves at least one item on each side.
+    cut = 1 + tf.cast(batch["cut"] * tf.cast(count - 1, tf.float32),
+                      count.dtype)
+    window = lambda begin, length: window_rows(
+        self.seen_values, self.seen_splits, users, begin, length, self.width)
+    return (window(cut, cfg.horizon),
+            self._condition(users, window(cut - cfg.context, cfg.context)))
 
   # --- the step --------------------------------------------------------------
 
@@ -136,11 +194,8 @@ class GANTrainer(loop.AdversarialLoop):
     """`d_steps` discriminator updates, then one generator update, on this
     replica's slice of the step's batch; returns the step's metrics."""
     cfg, average = self.config, self.average
-    real = dense_rows(self.seen_values, self.seen_splits, batch["user"],
-                      self.width)
-    condition = self._condition(batch["user"],
-                                real * tf.cast(batch["keep"], tf.float32))
-    negatives = tf.logical_and(batch["negative"], real == 0)
+    real, condition = self._real_and_condition(batch)
+    negatives = batch["negative"] & (real == 0) & (condition["history"] == 0)
     # CFGAN partial masking: D sees generated scores only on the user's items
     # and the sampled negatives, so G cannot win by predicting all ones.
     shown = real + tf.cast(negatives, tf.float32)
@@ -175,6 +230,14 @@ class GANTrainer(loop.AdversarialLoop):
 
   # --- sampling --------------------------------------------------------------
 
+  def _history(self, values, splits, users):
+    """The history rows `generate` conditions on."""
+    if self.config.target == "profile":
+      return dense_rows(values, splits, users, self.width)
+    count = tf.gather(splits, users + 1) - tf.gather(splits, users)
+    return window_rows(values, splits, users, count - self.config.context,
+                       self.config.context, self.width)
+
   def noise_source(self) -> tf.random.Generator:
     """The seeded noise `generate` draws from by default."""
     return tf.random.Generator.from_seed(self.seed + 7)
@@ -184,8 +247,9 @@ class GANTrainer(loop.AdversarialLoop):
                batch_size: int = 1024,
                rng: Optional[tf.random.Generator] = None) -> np.ndarray:
     """Mean generated scores [len(users), num_items + 1] over `samples`
-    noise draws, conditioned on each user's features and full history (the
-    training data's, or `history`'s). Pass one `rng` to calls over chunks
+    noise draws, conditioned on each user's features and history (the
+    training data's, or `history`'s: all of it, or with the next-items
+    target the latest `context` items). Pass one `rng` to calls over chunks
     of users so the chunks draw different noise."""
     out = []
     values = tf.constant(history.seen_items) if history else self.seen_values
@@ -193,7 +257,7 @@ class GANTrainer(loop.AdversarialLoop):
     rng = rng or self.noise_source()
     for start in range(0, len(users), batch_size):
       batch = tf.constant(users[start:start + batch_size], tf.int32)
-      real = dense_rows(values, splits, batch, self.width)
+      real = self._history(values, splits, batch)
       condition = self._condition(batch, real)
       total = tf.zeros_like(real)
       for _ in range(samples):
