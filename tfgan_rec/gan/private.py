@@ -3,12 +3,13 @@ synthetic users, with user-level differential privacy (DP-SGD).
 
 Only the discriminator reads real data, so only its updates are
 privatised: each step Poisson-samples users (secretly), computes every
-sampled user's gradient of their discriminator loss at once (one
-`GradientTape.jacobian`, vectorised with pfor, not a loop over users),
-clips each to norm C, sums, adds N(0, (sigma C)^2) noise once and divides
-by the expected batch. The generator's updates read only the discriminator
-and the released (DP) synthetic users' features: post-processing, which
-costs no privacy.
+sampled user's gradient norm at once without forming their gradients
+(ghost clipping, `ghost_clipping`: from the layers' inputs and output
+gradients), sums the gradients clipped to norm C by a backward pass of the
+losses weighted min(1, C / norm), adds N(0, (sigma C)^2) noise once and
+divides by the expected batch. The generator's updates read only the
+discriminator and the released (DP) synthetic users' features:
+post-processing, which costs no privacy.
 
 What keeps the guarantee true, enforced here:
 - no history: the models have no history input (`history=False`), so a
@@ -27,6 +28,7 @@ the all-reduce then yields exactly sum of clipped gradients + one
 N(0, (sigma C)^2 I) draw, the Gaussian mechanism the accountant counts, and
 1 or N replicas take the same step.
 """
+import contextlib
 import secrets
 from typing import Dict, Optional
 
@@ -35,7 +37,7 @@ import tensorflow as tf
 
 from tfgan_rec.config import GANConfig
 from tfgan_rec.data.features import FeatureTable
-from tfgan_rec.gan import losses, loop
+from tfgan_rec.gan import ghost_clipping, losses, loop
 from tfgan_rec.gan.models import Discriminator, Generator
 from tfgan_rec.gan.trainer import GANData, dense_rows, diversity
 from tfgan_rec.layers import FeaturePreprocessing
@@ -201,36 +203,34 @@ class ReleaseGANTrainer(loop.AdversarialLoop):
     plus, on replica 0, the noise, over the expected batch; else the mean
     gradient."""
     variables = self.discriminator.trainable_variables
-    with tf.GradientTape() as tape:
+    recorder = (ghost_clipping.Recorder(self.discriminator) if self.plan
+                else contextlib.nullcontext())
+    with recorder, tf.GradientTape(persistent=bool(self.plan)) as tape:
       per_user = losses.minimax_discriminator_loss(
           self.discriminator(real, real_condition, training=True),
           self.discriminator(fake, real_condition, training=True))
       mean = self.average(per_user * included)
     if not self.plan:
       return tape.gradient(mean, variables), per_user
-    # Row i of each jacobian is user i's gradient (their real row and the
-    # row generated from their features: all of their data in the step).
-    jacobians = tape.jacobian(
-        per_user, variables, experimental_use_pfor=True,
-        unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return self._privatise(jacobians, included, update), per_user
-
-  def _privatise(self, jacobians, included, update: int):
-    """Clip each user's gradient to C, sum, add noise once, divide."""
-    plan = self.plan
-    squares = tf.add_n([tf.reduce_sum(tf.reshape(
-        tf.square(j), [tf.shape(j)[0], -1]), axis=1) for j in jacobians])
+    # User i's loss is all of their data in the step (their real row and
+    # the row generated from their features): its gradient is theirs.
+    norms = tf.sqrt(recorder.squared_norms(tape, per_user))
     scale = included * tf.minimum(
-        1.0, plan.clip_norm / tf.maximum(tf.sqrt(squares), 1e-12))
+        1.0, self.plan.clip_norm / tf.maximum(norms, 1e-12))
+    summed = ghost_clipping.clipped_sum(tape, per_user, variables, scale)
+    return self._add_noise(summed, update), per_user
+
+  def _add_noise(self, summed, update: int):
+    """The clipped sum plus, on replica 0, N(0, (sigma C)^2) noise, over the
+    expected batch."""
+    plan = self.plan
     context = tf.distribute.get_replica_context()
     first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float32)
     step = self.step.read_value()
     grads = []
-    for index, jacobian in enumerate(jacobians):
-      summed = tf.tensordot(scale, jacobian, axes=1)
+    for index, total in enumerate(summed):
       noise = tf.random.stateless_normal(
-          tf.shape(summed),
-          self._seed(16 + update * len(jacobians) + index, step))
-      grads.append((summed + first * plan.noise_multiplier *
+          tf.shape(total), self._seed(16 + update * len(summed) + index, step))
+      grads.append((total + first * plan.noise_multiplier *
                     plan.clip_norm * noise) / self.expected_batch)
     return grads
