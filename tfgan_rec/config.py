@@ -171,6 +171,7 @@ class GANConfig:
   item_to_item: bool = setting(
       False, "the generator adds a linear item-to-item map of the history "
       "to its MLP's scores", flag="gan_item_to_item")
+  ranking_weight: float = 0.0
   history_dropout: float = 0.5
   negative_rate: float = 0.1
   zr_weight: float = 1.0

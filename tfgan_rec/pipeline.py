@@ -87,8 +87,9 @@ def summarize_data(split_data: SplitData) -> DataSummary:
 
 def fit_baselines(split_data: SplitData, k: int
                   ) -> Dict[str, evaluate.ScoreFn]:
-  """MostPop, popularity within demographic groups (with user features)
-  and EASE (lambda chosen on validation), on the train part."""
+  """MostPop, popularity within demographic groups (with user features),
+  EASE (lambda chosen on validation) and next-item transitions, on the
+  train part."""
   matrices = split_data.matrices
   l2 = (baselines.tune_ease(matrices["fit"], matrices["validation"], k)
         if matrices["validation"].nnz else baselines.EASE_DEFAULT_L2)
@@ -98,7 +99,23 @@ def fit_baselines(split_data: SplitData, k: int
         matrices["train"], split_data.data.user_features).scores
   scorers[f"EASE (lambda={l2:g})"] = baselines.EASE(matrices["train"],
                                                      l2).scores
+  scorers.update(_transitions(split_data, k))
   return scorers
+
+
+def _transitions(split_data: SplitData, k: int
+                 ) -> Dict[str, evaluate.ScoreFn]:
+  """Next-item transitions (window and history chosen on validation)."""
+  data, matrices = split_data.data, split_data.matrices
+  choice = (baselines.tune_transitions(
+      split_data.examples("fit"), data.num_users, data.num_items,
+      matrices["fit"], matrices["validation"], k)
+            if matrices["validation"].nnz else {})
+  train = split_data.examples("train")
+  model = baselines.ItemTransitions(train.user, train.item, train.timestamp,
+                                    data.num_users, data.num_items, **choice)
+  label = ", ".join(f"{key}={value}" for key, value in choice.items())
+  return {f"Transitions ({label or 'defaults'})": model.scores}
 
 
 # --- GAN and augmentation ----------------------------------------------------

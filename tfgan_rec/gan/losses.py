@@ -83,6 +83,20 @@ def masked_reconstruction(generated: tf.Tensor, real: tf.Tensor,
       tf.reduce_sum(shown, axis=-1), 1.0)
 
 
+def sampled_softmax_ranking(generated: tf.Tensor, real: tf.Tensor,
+                            catalogue: tf.Tensor) -> tf.Tensor:
+  """Softmax cross-entropy of the real items among the whole `catalogue`
+  (items the condition already holds left out), with the generated scores'
+  logits: the next-item objective of sequential recommenders (GRU4Rec,
+  SASRec), per example, averaged over the real items."""
+  eps = 1e-6
+  logits = tf.math.log(generated + eps) - tf.math.log(1.0 - generated + eps)
+  logits += (catalogue - 1.0) * 1e9
+  log_probability = tf.nn.log_softmax(logits, axis=-1)
+  return -tf.reduce_sum(log_probability * real, axis=-1) / tf.maximum(
+      tf.reduce_sum(real, axis=-1), 1.0)
+
+
 def cosine_anchor(generated: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
   """1 - cosine similarity of unit-norm embeddings, per example: ties each
   generated embedding to the real one it stands in for."""

@@ -31,10 +31,10 @@ class GANData:
   def from_rows(cls, user: np.ndarray, item: np.ndarray, num_users: int,
                 num_items: int, features: FeatureTable,
                 timestamp: Optional[np.ndarray] = None) -> "GANData":
-    """Groups the rows by user, each user's items in time order (`timestamp`;
-    item order without it)."""
-    time = np.zeros(len(user)) if timestamp is None else timestamp
-    order = np.lexsort((item, time, user))
+    """Groups the rows by user, each user's items in time order (`timestamp`,
+    ties in the rows' order, as the split's; item order without it)."""
+    order = np.lexsort((item, user) if timestamp is None else
+                       (timestamp, user))
     counts = np.bincount(user, minlength=num_users + 1)
     splits = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return cls(num_items, item[order].astype(np.int32), splits, features,
@@ -218,7 +218,9 @@ class GANTrainer(loop.AdversarialLoop):
       reconstruction = (
           cfg.zr_weight * losses.zero_reconstruction(fake, negatives) +
           cfg.reconstruction_weight * losses.masked_reconstruction(
-              fake, real, shown))
+              fake, real, shown) +
+          cfg.ranking_weight * losses.sampled_softmax_ranking(
+              fake, real, tf.cast(condition["history"] == 0, tf.float32)))
       g_loss = average(losses.gan_loss(
           real_logits, fake_logits, cfg.loss,
           generator_terms=reconstruction).generator_loss)
