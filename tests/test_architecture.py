@@ -23,7 +23,7 @@ LAYERS = [
     {"tfgan_rec.augmentation", "tfgan_rec.thin_users", "tfgan_rec.signatures",
      "tfgan_rec.saved_models", "tfgan_rec.report", "tfgan_rec.release"},
     {"tfgan_rec.pipeline"},
-    {"tfgan_rec.tuning"},
+    {"tfgan_rec.tuning", "tfgan_rec.gan_oracle"},
     {"tfgan_rec.cli"},
     {"tfgan_rec.train", "tfgan_rec.tune", "tfgan_rec.export",
      "tfgan_rec.synthesize"},

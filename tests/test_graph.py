@@ -49,6 +49,30 @@ def test_adjacency_is_the_symmetric_normalisation_of_weighted_edges():
   assert order.tolist() == list(range(len(order)))
 
 
+def test_row_normalisation_makes_each_step_a_weighted_mean():
+  adjacency = graph.normalized_adjacency(USER, ITEM, WEIGHT, NUM_USERS,
+                                         NUM_ITEMS, normalization="row")
+  a = np.zeros((8, 8))
+  for u, i, w in zip(USER, ITEM, WEIGHT):
+    a[u, 4 + i] = a[4 + i, u] = w
+  degree = a.sum(1, keepdims=True)
+  expected = np.divide(a, degree, out=np.zeros_like(a), where=degree > 0)
+  # e.g. user 2: item 1 (weight 1) and item 2 (0.5), degree 1.5.
+  assert expected[2, 5] == pytest.approx(1 / 1.5)
+  assert expected[2, 6] == pytest.approx(0.5 / 1.5)
+  np.testing.assert_allclose(densified(adjacency), expected, rtol=1e-6)
+  layer = graph.GraphEmbedding(adjacency, num_users=NUM_USERS, dim=4,
+                               layers=2)
+  table = layer.table.numpy().astype(np.float64)
+  propagated = (table + expected @ table + expected @ expected @ table) / 3
+  propagated[[0, 3, 4, 7]] = 0.0
+  np.testing.assert_allclose(layer.propagate().numpy(), propagated,
+                             rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="normalization"):
+    graph.normalized_adjacency(USER, ITEM, WEIGHT, NUM_USERS, NUM_ITEMS,
+                               normalization="left")
+
+
 def test_repeated_interactions_sum_their_weights():
   adjacency = graph.normalized_adjacency(
       np.array([1, 1]), np.array([1, 1]), np.array([1.0, 0.5]), 1, 1)
@@ -252,4 +276,8 @@ def test_unknown_tower_settings_are_rejected():
   config.model = dataclasses.replace(config.model, tower="graph",
                                      graph_layers=11)
   with pytest.raises(InputError, match="model.graph_layers"):
+    config.check()
+  config.model = dataclasses.replace(config.model, graph_layers=2,
+                                     graph_normalization="left")
+  with pytest.raises(InputError, match="model.graph_normalization"):
     config.check()

@@ -111,3 +111,19 @@ def test_new_user_dropout_trains_the_new_user_id(prepared):
   # Without it nobody trains as user 0; with it, user 0's row learns.
   assert rows_of_new_user[0.0] == 0.0
   assert rows_of_new_user[0.3] > 1e-4
+
+
+def test_without_pooled_history_the_query_ignores_the_history(prepared):
+  config, ready = prepared
+  config = config.copy()
+  config.model.pooled_history = False
+  rows = Examples.of_rows(ready.data, ready.split.fit[:3000])
+  model = training.build_model(config, ready.data, rows)
+  assert model.query_tower.history_embedding is None
+  user = tf.constant([1, 2])
+  features = model.user_feature_rows(user)
+  empty = tf.zeros([2, 5], tf.int32)
+  full = tf.constant([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]])
+  np.testing.assert_array_equal(
+      model.query_tower(user, features, empty, preprocessed=True).numpy(),
+      model.query_tower(user, features, full, preprocessed=True).numpy())

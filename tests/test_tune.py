@@ -2,9 +2,12 @@
 `train` reproduces."""
 import json
 
+import keras_tuner as kt
+import pytest
 import yaml
 
-from tfgan_rec import pipeline, train, tune
+from tfgan_rec import config as config_lib
+from tfgan_rec import pipeline, train, tune, tuning
 
 DATA = ["--dataset", "synthetic", "--synthetic-interactions", "3000",
         "--patience", "1", "--seed", "3"]
@@ -42,6 +45,31 @@ def test_unknown_space_is_an_input_error(tmp_path, capsys):
                     str(tmp_path)])
   assert code == 2
   assert "--space 'everything' is unknown" in capsys.readouterr().err
+
+
+def test_graph_space_sets_the_graph_tower():
+  space = kt.HyperParameters()
+  space.values.update(graph_layers=3, graph_combination="learned",
+                      graph_normalization="row", graph_edge_dropout=0.2,
+                      embedding_dim=32, pooled_history=False)
+  config = tuning.configure_trial(config_lib.RunConfig(), space, ["graph"])
+  model = config.model
+  assert (model.tower, model.graph_layers, model.graph_combination,
+          model.graph_normalization, model.graph_edge_dropout,
+          model.embedding_dim, model.pooled_history) == (
+              "graph", 3, "learned", "row", 0.2, 32, False)
+  base = config_lib.RunConfig()
+  base.model.tower = "id+graph"
+  assert tuning.configure_trial(base, space,
+                                ["graph"]).model.tower == "id+graph"
+
+
+@pytest.mark.parametrize("flag", ["--search-seed", "--initial-trials",
+                                  "--max-trials"])
+def test_search_flags_below_one_are_input_errors(flag, tmp_path, capsys):
+  code = tune.main([*DATA, flag, "0", "--directory", str(tmp_path)])
+  assert code == 2
+  assert f"{flag} 0" in capsys.readouterr().err
 
 
 def test_gan_space_needs_augment(tmp_path, capsys):

@@ -29,9 +29,10 @@ INDEXES = ("exact", "compact")
 # (tfgan_rec.recommender.towers), and how the graph's layers combine.
 TOWERS = ("id", "graph", "id+graph")
 GRAPH_COMBINATIONS = ("mean", "learned")
+GRAPH_NORMALIZATIONS = ("symmetric", "row")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
-TUNERS = ("random", "bayesian", "hyperband")
-SEARCH_SPACES = ("recommender", "gan", "augmentation")
+TUNERS = ("random", "bayesian", "hyperband", "gan")
+SEARCH_SPACES = ("recommender", "gan", "augmentation", "graph")
 
 
 def setting(default, help: str, flag: Optional[str] = None,  # noqa: A002
@@ -93,6 +94,10 @@ class ModelConfig:
   query_hidden: Tuple[int, ...] = (128,)
   candidate_hidden: Tuple[int, ...] = (128,)
   ranking_hidden: Tuple[int, ...] = (64,)
+  pooled_history: bool = setting(
+      True, "the query tower describes a user by the pooled embedding of "
+      "their history items (off: by id or graph embedding and features "
+      "only)")
   history_length: int = 100
   history_dropout: float = 0.2
   generated_in_history: bool = False
@@ -119,6 +124,10 @@ class ModelConfig:
       "softmax weights", choices=GRAPH_COMBINATIONS)
   graph_edge_dropout: float = setting(
       0.0, "fraction of graph edges dropped at each training step")
+  graph_normalization: str = setting(
+      "symmetric", "how the graph tower normalises the adjacency: symmetric "
+      "(D^-1/2 A D^-1/2, LightGCN's) or row (D^-1 A, each node the "
+      "weighted mean of its neighbours)", choices=GRAPH_NORMALIZATIONS)
 
   @property
   def uses_id(self) -> bool:
@@ -344,6 +353,8 @@ class RunConfig:
         ("model.tower", self.model.tower, TOWERS),
         ("model.graph_combination", self.model.graph_combination,
          GRAPH_COMBINATIONS),
+        ("model.graph_normalization", self.model.graph_normalization,
+         GRAPH_NORMALIZATIONS),
         ("augmentation.source", self.augmentation.source,
          AUGMENTATION_SOURCES),
         ("gan.loss", self.gan.loss, ("modified", "wasserstein")),

@@ -6,17 +6,20 @@ returns the metrics (keras-tuner issue #1039). The objective is Recall@K on
 the validation split carved from training data
 (`pipeline.best_validation_recall`); the test split is never touched.
 Searches resume by default. The best configuration is written as YAML that
-`python -m tfgan_rec.train --config` accepts unchanged.
+`python -m tfgan_rec.train --config` accepts unchanged. Besides KerasTuner's
+random, Bayesian and Hyperband tuners, `gan` searches with the GAN-guided
+oracle of `tfgan_rec.gan_oracle`.
 """
 import dataclasses
 import json
 import logging
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import keras_tuner as kt
 
 from tfgan_rec import config as config_lib
+from tfgan_rec import gan_oracle
 from tfgan_rec import pipeline
 from tfgan_rec.errors import InputError
 from tfgan_rec.data import SplitData
@@ -65,8 +68,27 @@ def define_augmentation(hp, config: config_lib.RunConfig) -> None:
   aug.weight = hp.Float("augment_weight", 0.05, 1.0, sampling="log")
 
 
+def define_graph(hp, config: config_lib.RunConfig) -> None:
+  """The graph tower's architecture (docs/graph_tower.md); the towers use
+  the graph embedding (`graph` unless the base run asked for id+graph)."""
+  model = config.model
+  if not model.uses_graph:
+    model.tower = "graph"
+  model.graph_layers = hp.Int("graph_layers", 0, 4)
+  model.graph_combination = hp.Choice("graph_combination",
+                                      list(config_lib.GRAPH_COMBINATIONS))
+  model.graph_normalization = hp.Choice(
+      "graph_normalization", list(config_lib.GRAPH_NORMALIZATIONS))
+  model.graph_edge_dropout = hp.Float("graph_edge_dropout", 0.0, 0.5,
+                                      step=0.1)
+  # The same name and values as the recommender space's, so the two
+  # spaces searched together share one embedding_dim.
+  model.embedding_dim = hp.Choice("embedding_dim", [32, 64, 128])
+  model.pooled_history = hp.Boolean("pooled_history", default=True)
+
+
 DEFINE = {"recommender": define_recommender, "gan": define_gan,
-          "augmentation": define_augmentation}
+          "augmentation": define_augmentation, "graph": define_graph}
 
 
 def configure_trial(base: config_lib.RunConfig, hp,
@@ -80,15 +102,17 @@ def configure_trial(base: config_lib.RunConfig, hp,
   return config
 
 
+TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
+          "hyperband": kt.Hyperband, "gan": gan_oracle.GANSearch}
+
+
 def make_tuner(kind: str, base: config_lib.RunConfig, split_data: SplitData,
-               spaces: Sequence[str], directory: str, project_name: str,
-               max_trials: int, overwrite: bool):
-  """A KerasTuner tuner of `kind` whose trials train tfgan_rec models."""
+               spaces: Sequence[str], options: "SearchOptions"):
+  """A KerasTuner tuner of `kind` whose trials train tfgan_rec models, in
+  `options.directory`/`options.project_name`."""
   objective_name = f"val_recall@{base.eval.k}"
 
-  class RecommenderTuner({"random": kt.RandomSearch,
-                          "bayesian": kt.BayesianOptimization,
-                          "hyperband": kt.Hyperband}[kind]):
+  class RecommenderTuner(TUNERS[kind]):
     """Builds and trains tf_keras models itself (see module docstring)."""
 
     def run_trial(self, trial, *args, **kwargs):
@@ -97,14 +121,8 @@ def make_tuner(kind: str, base: config_lib.RunConfig, split_data: SplitData,
       log.info("trial %s: %s %.4f", trial.trial_id, objective_name, value)
       return {objective_name: value}
 
-  options = dict(objective=kt.Objective(objective_name, "max"),
-                 directory=directory, project_name=project_name,
-                 overwrite=overwrite, seed=base.seed)
-  if kind == "hyperband":
-    options.update(max_epochs=base.train.epochs, factor=3)
-  else:
-    options.update(max_trials=max_trials)
-  tuner = RecommenderTuner(**options)
+  tuner = RecommenderTuner(**_tuner_arguments(kind, base, options,
+                                              objective_name))
   # The oracles sample only declared hyperparameters (Hyperband stops on an
   # empty space), so declare the whole space before searching.
   space = kt.HyperParameters()
@@ -112,6 +130,32 @@ def make_tuner(kind: str, base: config_lib.RunConfig, split_data: SplitData,
   configure_trial(base, space, spaces)
   tuner.oracle.update_space(space)
   return tuner
+
+
+def _tuner_arguments(kind: str, base: config_lib.RunConfig,
+                     options: "SearchOptions", objective_name: str) -> dict:
+  """The keyword arguments of the `kind` tuner's constructor."""
+  seed = base.seed if options.seed is None else options.seed
+  arguments = dict(objective=kt.Objective(objective_name, "max"),
+                   directory=options.directory,
+                   project_name=options.project_name,
+                   overwrite=options.overwrite, seed=seed)
+  if kind == "hyperband":
+    return {**arguments, "max_epochs": base.train.epochs, "factor": 3}
+  arguments["max_trials"] = options.max_trials
+  if options.initial_trials is not None and kind == "bayesian":
+    arguments["num_initial_points"] = options.initial_trials
+  if options.initial_trials is not None and kind == "gan":
+    arguments["initial_trials"] = options.initial_trials
+  return arguments
+
+
+def finished_in_order(tuner) -> List[kt.engine.trial.Trial]:
+  """The completed trials in the order they ended (what a budget of n
+  trials would have seen first)."""
+  oracle = tuner.oracle
+  return [oracle.trials[i] for i in oracle.end_order
+          if oracle.trials[i].score is not None]
 
 
 def trials_table(tuner, objective: str) -> str:
@@ -136,7 +180,11 @@ def _short(value) -> str:
 
 @dataclasses.dataclass
 class SearchOptions:
-  """How to search: which tuner, which sub-spaces, where to keep trials."""
+  """How to search: which tuner, which sub-spaces, where to keep trials;
+  `seed` is the tuner's (None: the run's seed) and `initial_trials` the
+  random trials before the Bayesian or GAN oracle models the results
+  (None: their defaults, 3 x the hyperparameters searched for Bayesian,
+  `gan_oracle.INITIAL_TRIALS` for gan)."""
   tuner: str = "random"
   spaces: List[str] = dataclasses.field(
       default_factory=lambda: ["recommender"])
@@ -144,6 +192,8 @@ class SearchOptions:
   directory: str = "tuning"
   project_name: str = "tfgan_rec"
   overwrite: bool = False
+  seed: Optional[int] = None
+  initial_trials: Optional[int] = None
 
 
 def search(base: config_lib.RunConfig,
@@ -155,8 +205,7 @@ def search(base: config_lib.RunConfig,
     raise InputError("tuning needs a validation split to score trials; set "
                      "--validation-fraction above 0.")
   tuner = make_tuner(options.tuner, base, split_data, options.spaces,
-                     options.directory, options.project_name,
-                     options.max_trials, options.overwrite)
+                     options)
   tuner.search()
   objective = f"val_recall@{base.eval.k}"
   best = configure_trial(base, tuner.get_best_hyperparameters(1)[0],
@@ -167,10 +216,11 @@ def search(base: config_lib.RunConfig,
   with open(os.path.join(project, "trials.md"), "w", encoding="utf-8") as f:
     f.write(table + "\n")
   best_trial = tuner.oracle.get_best_trials(1)[0]
+  finished = finished_in_order(tuner)
   summary = {"objective": objective, "best_score": best_trial.score,
              "best_trial": best_trial.trial_id, "spaces": options.spaces,
-             "trials": len([t for t in tuner.oracle.trials.values()
-                            if t.score is not None]),
+             "tuner": options.tuner, "trials": len(finished),
+             "scores_in_order": [t.score for t in finished],
              "best_config": os.path.join(project, "best_config.yaml")}
   with open(os.path.join(project, "trials.json"), "w", encoding="utf-8") as f:
     json.dump({**summary, "table": table}, f, indent=2)

@@ -5,9 +5,11 @@ training interactions. Every node has one trainable embedding (row `user`
 for users 0..num_users, row `num_users + 1 + item` for items 0..num_items,
 0 being the unknown user and the padding item); a propagation step replaces
 each node's embedding by the sum of its neighbours' scaled by the
-symmetric normalisation D^-1/2 A D^-1/2, with no feature transform and no
-non-linearity, and the K step results plus the node's own embedding are
-combined by their mean (LightGCN's choice) or by learned softmax weights.
+symmetric normalisation D^-1/2 A D^-1/2 (LightGCN's) or the row
+normalisation D^-1 A (each node the weighted mean of its neighbours), with
+no feature transform and no non-linearity, and the K step results plus the
+node's own embedding are combined by their mean (LightGCN's choice) or by
+learned softmax weights.
 Propagation carries what dense users' interactions say about an item to the
 sparse users who share it.
 
@@ -24,16 +26,18 @@ import tensorflow as tf
 from scipy import sparse
 
 COMBINATIONS = ("mean", "learned")
+NORMALIZATIONS = ("symmetric", "row")
 
 
 @dataclasses.dataclass(frozen=True)
 class Adjacency:
-  """The symmetric-normalised user-item adjacency, as a sparse matrix in
-  canonical (row-major) order over `num_nodes` = users + items + 2 nodes.
+  """The normalised user-item adjacency, as a sparse matrix in canonical
+  (row-major) order over `num_nodes` = users + items + 2 nodes.
 
   Attributes:
     indices: int64 [edges, 2] (row, column) of the non-zero entries.
-    values: float32 [edges], w / sqrt(degree(row) * degree(column)).
+    values: float32 [edges], w / sqrt(degree(row) * degree(column))
+      (symmetric) or w / degree(row) (row).
     num_nodes: users (0 included) then items (0 included).
     connected: bool [num_nodes], whether the node has any edge.
   """
@@ -45,12 +49,17 @@ class Adjacency:
 
 def normalized_adjacency(user: np.ndarray, item: np.ndarray,
                          weight: np.ndarray, num_users: int,
-                         num_items: int) -> Adjacency:
-  """D^-1/2 A D^-1/2 of the bipartite graph of (user, item) interactions.
+                         num_items: int,
+                         normalization: str = "symmetric") -> Adjacency:
+  """D^-1/2 A D^-1/2 (or D^-1 A) of the bipartite graph of (user, item)
+  interactions.
 
   A[u, num_users + 1 + i] = A[num_users + 1 + i, u] = the summed `weight`
   of u's interactions with i (generated interactions enter with their
-  sample weight < 1); degrees are the weighted row sums.
+  sample weight < 1); degrees are the weighted row sums. The symmetric
+  normalisation is LightGCN's; the row normalisation makes a step the
+  weighted mean of the neighbours' embeddings, so a hub item passes on as
+  much as a rare one (no 1/sqrt(degree) damping of popular neighbours).
 
   Args:
     user: int [n] user indices (1..num_users).
@@ -58,10 +67,13 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray,
     weight: float [n] sample weights.
     num_users: users, the unknown user 0 not counted.
     num_items: items, the padding item 0 not counted.
+    normalization: "symmetric" (D^-1/2 A D^-1/2) or "row" (D^-1 A).
 
   Returns:
     The normalised `Adjacency`.
   """
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}.")
   interactions = sparse.csr_matrix(
       (np.asarray(weight, np.float64), (user, item)),
       shape=(num_users + 1, num_items + 1))  # duplicates are summed
@@ -69,8 +81,12 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray,
   graph = sparse.bmat([[None, interactions], [interactions.T, None]],
                       format="csr").tocoo()
   degree = np.asarray(graph.sum(axis=1)).ravel()
-  scale = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)), 0.0)
-  values = graph.data * scale[graph.row] * scale[graph.col]
+  if normalization == "row":
+    values = graph.data / degree[graph.row]  # every row has an edge here
+  else:
+    scale = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)),
+                     0.0)
+    values = graph.data * scale[graph.row] * scale[graph.col]
   return Adjacency(
       indices=np.stack([graph.row, graph.col], axis=1).astype(np.int64),
       values=values.astype(np.float32), num_nodes=graph.shape[0],

@@ -124,7 +124,8 @@ class TwoStageModel(tfrs.Model):
     self.query_tower = towers.QueryTower(
         data.num_users, data.num_items, self.user_preprocessing,
         config.embedding_dim, config.feature_dim, config.query_hidden,
-        use_id=config.uses_id, graph=self.graph)
+        use_id=config.uses_id, graph=self.graph,
+        use_history=config.pooled_history)
     self.candidate_tower = towers.CandidateTower(
         data.num_items, self.item_preprocessing, config.embedding_dim,
         config.feature_dim, config.candidate_hidden, config.item_id_dropout,

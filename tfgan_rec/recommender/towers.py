@@ -59,19 +59,23 @@ class QueryTower(tf.keras.layers.Layer):
 
   The pooled embedding of the items in the user's history is what lets the
   tower serve users with few interactions and users it has never seen (whose
-  id is the unknown index 0, whose graph embedding is 0).
+  id is the unknown index 0, whose graph embedding is 0). With
+  `use_history` off (an architecture-search option) the history is
+  ignored and users are described by id or graph embedding and features.
   """
 
   def __init__(self, num_users: int, num_items: int,
                preprocessing: FeaturePreprocessing, embedding_dim: int,
                feature_dim: int, hidden: Sequence[int], use_id: bool = True,
-               graph: Optional[GraphEmbedding] = None, **kwargs):
+               graph: Optional[GraphEmbedding] = None,
+               use_history: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.id_embedding = (tf.keras.layers.Embedding(num_users + 1,
                                                    embedding_dim)
                          if use_id else None)
     self.graph = graph
-    self.history_embedding = PooledEmbedding(num_items + 1, embedding_dim)
+    self.history_embedding = (PooledEmbedding(num_items + 1, embedding_dim)
+                              if use_history else None)
     self.features = FeatureEncoder(preprocessing, feature_dim)
     self.projection = mlp(hidden, embedding_dim, "query_mlp")
 
@@ -81,7 +85,8 @@ class QueryTower(tf.keras.layers.Layer):
     parts = [] if self.id_embedding is None else [self.id_embedding(user)]
     if self.graph is not None:
       parts.append(self.graph.user_rows(user, graph_table))
-    parts.append(self.history_embedding(history))
+    if self.history_embedding is not None:
+      parts.append(self.history_embedding(history))
     if self.features.has_features:
       parts.append(self.features(user_features, preprocessed=preprocessed))
     return tf.math.l2_normalize(self.projection(tf.concat(parts, -1)), -1)

@@ -57,9 +57,11 @@ def build_model(config: RunConfig, data: EncodedData,
   rating_mean = np.average(rows.rating, weights=rows.weight)
   # The graph holds exactly the rows trained on (the fit part while early
   # stopping, the train part in the refit), never validation or test ones.
-  adjacency = (graph.normalized_adjacency(rows.user, rows.item, rows.weight,
-                                          data.num_users, data.num_items)
-               if config.model.uses_graph else None)
+  adjacency = None
+  if config.model.uses_graph:
+    adjacency = graph.normalized_adjacency(
+        rows.user, rows.item, rows.weight, data.num_users, data.num_items,
+        config.model.graph_normalization)
   model = TwoStageModel(config.model, data, history, counts, rating_mean,
                         adjacency)
   model.compile(optimizer=LazyAdam(config.train.learning_rate))
