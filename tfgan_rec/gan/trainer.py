@@ -7,6 +7,7 @@ all-reduce. Every random draw (users, noise, dropout, negatives) is a
 stateless function of (seed, step).
 """
 import dataclasses
+import logging
 from typing import Optional
 
 import numpy as np
@@ -17,6 +18,13 @@ from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import losses, loop
 from tfgan_rec.gan.models import Discriminator, Generator
 from tfgan_rec.layers import FeaturePreprocessing
+
+log = logging.getLogger(__name__)
+
+# The generator's item-to-item path has items^2 weights (and Adam two more
+# copies): 5,000 items are 25M weights, 300 MB with the optimizer.
+ITEM_TO_ITEM_MAX_ITEMS = 5_000
+
 
 @dataclasses.dataclass
 class GANData:
@@ -129,7 +137,7 @@ class GANTrainer(loop.AdversarialLoop):
     config = self.config
     generator = Generator(self.data.num_items, self.preprocessing,
                           config.noise_dim, config.hidden, config.feature_dim,
-                          item_to_item=config.item_to_item)
+                          item_to_item=self._item_to_item())
     discriminator = Discriminator(self.data.num_items, self.preprocessing,
                                   config.hidden, config.feature_dim)
     condition = self._condition(tf.constant([0], tf.int32),
@@ -138,6 +146,18 @@ class GANTrainer(loop.AdversarialLoop):
                   condition)
     return self.adversaries(generator, discriminator, config.g_learning_rate,
                             config.d_learning_rate)
+
+  def _item_to_item(self) -> bool:
+    """Whether the generator gets its items x items path (not above
+    ITEM_TO_ITEM_MAX_ITEMS items, where it stops being small)."""
+    if not self.config.item_to_item:
+      return False
+    if self.data.num_items > ITEM_TO_ITEM_MAX_ITEMS:
+      log.warning("gan.item_to_item skipped: %d items exceed %d (its "
+                  "weights grow with the square of the catalogue).",
+                  self.data.num_items, ITEM_TO_ITEM_MAX_ITEMS)
+      return False
+    return True
 
   # --- input -----------------------------------------------------------------
 
