@@ -256,6 +256,23 @@ def test_synthesize_writes_what_train_reads(release_run, tmp_path):
                      str(tmp_path / "on_synthetic")]) == 0
 
 
+def test_generated_probabilities_are_what_synthesize_draws_from(
+    release_run):
+  # The membership-inference attack reads these probabilities: they must
+  # be the distribution the released interactions are drawn from.
+  loaded = release.load_release(release_run[0])
+  p = release.generated_probabilities(loaded, 300, 11)
+  np.testing.assert_array_equal(
+      p, release.generated_probabilities(loaded, 300, 11))
+  assert p.shape == (300, len(loaded.items) + 1) and not p[:, 0].any()
+  drawn = release.synthesize(loaded, 300, 11)["ratings"]
+  # Each user draws every item with its probability (a user drawing none
+  # gets one item): the count is sum(p) within 4 standard deviations.
+  spread = 4 * np.sqrt((p * (1 - p)).sum()) + np.prod(1 - p[:, 1:],
+                                                      axis=1).sum()
+  assert abs(len(drawn) - p.sum()) < spread
+
+
 def test_synthesize_refuses_to_overwrite_and_needs_a_release(
     release_run, tmp_path, capsys):
   run_dir, _ = release_run

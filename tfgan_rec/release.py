@@ -145,10 +145,7 @@ def synthesize(release: Release, users: int, seed: int
     {"ratings", "users", "items"} frames in the CSV formats `train` reads.
   """
   rng = np.random.default_rng(seed)
-  table = release.marginals.sample(users, rng)
-  features = {name: column[1:] for name, column in table.columns.items()}
-  scores = private.generate_scores(release.generator, features, users, seed)
-  scores[:, 0] = 0.0
+  features, scores = _draw_users(release, users, rng, seed)
   drawn = rng.random(scores.shape) < scores
   empty = ~drawn.any(axis=1)
   drawn[empty, np.argmax(scores[empty], axis=1)] = True
@@ -161,6 +158,27 @@ def synthesize(release: Release, users: int, seed: int
       "timestamp": rng.integers(0, 10**9, size=len(user))})
   user_frame = pd.DataFrame({"user_id": user_ids, **features})
   return {"ratings": ratings, "users": user_frame, "items": release.items}
+
+
+def generated_probabilities(release: Release, users: int, seed: int
+                            ) -> np.ndarray:
+  """The item probabilities [users, num_items + 1] (column 0, the padding
+  item, is 0) of `users` synthetic users drawn as `synthesize` draws them
+  (the same users for the same seed), before their interactions are
+  drawn: what a membership-inference attack on the release reads
+  (`privacy_audit.likelihood_ratio`)."""
+  return _draw_users(release, users, np.random.default_rng(seed), seed)[1]
+
+
+def _draw_users(release: Release, users: int, rng: np.random.Generator,
+                seed: int) -> tuple:
+  """Features from the released marginals (drawn with `rng`) and the
+  generator's item probabilities for them (noise from `seed`)."""
+  table = release.marginals.sample(users, rng)
+  features = {name: column[1:] for name, column in table.columns.items()}
+  scores = private.generate_scores(release.generator, features, users, seed)
+  scores[:, 0] = 0.0
+  return features, scores
 
 
 def write_synthetic(frames: Dict[str, pd.DataFrame], statement: dict,
