@@ -26,6 +26,10 @@ USER_CONFIG = UserGANConfig(steps=3, batch_size=32, hidden=32, min_history=5,
 ITEM_CONFIG = ItemGANConfig(steps=3, batch_size=32, hidden=32,
                             checkpoint_every=5)
 DIM = 8
+# The profile (CFGAN) target with the loss settings it was measured with.
+PROFILE_TARGET = dict(target="profile", item_to_item=False, ranking_weight=0.0,
+                      negative_rate=0.1, zr_weight=1.0,
+                      reconstruction_weight=5.0)
 
 
 def small_data():
