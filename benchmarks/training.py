@@ -16,8 +16,10 @@ initialises, and peak memory is the process's own) that runs the stages of
   logical devices);
 - augmentation: generate interactions for the sparse users;
 - tfrs: train the two-stage model on real + generated rows for `--epochs`
-  epochs (with 2+ replicas under a MirroredStrategy; with 1, without a
-  strategy, as `python -m tfgan_rec.train` trains it);
+  epochs, as `python -m tfgan_rec.train` trains it (with 2+ replicas under
+  the MirroredStrategy, each replica taking its share of every global
+  batch of 512 rows and of its 2,048 shared negatives; with 1, without a
+  strategy);
 - export: write the retrieval, ranking and recommend SavedModels;
 - tutorial: the TFRS tutorial's two-tower model (string IDs through
   StringLookup, 32-dim embeddings, in-batch softmax, batch 8192, Adagrad)
@@ -32,6 +34,7 @@ installed (`pip install -e '.[bench]'`), a log-log PNG of time and memory
 against interactions.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -128,9 +131,12 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
 
   gan_loop.use_logical_cpus(replicas)
   strategy = gan_loop.make_strategy()
-  # For Keras fit: embedding gradients are IndexedSlices of a different
-  # length on each replica, which the default collective all-reduce rejects.
-  # One replica trains as `python -m tfgan_rec.train` does, without a strategy.
+  # The two-stage model trains as `python -m tfgan_rec.train` trains it:
+  # under the GAN's strategy with 2+ replicas, without one on one device.
+  recommender_strategy = pipeline.recommender_strategy()
+  # For the tutorial model's Keras fit: its embedding gradients are
+  # IndexedSlices of a different length on each replica, which the default
+  # collective all-reduce rejects.
   keras_strategy = (tf.distribute.MirroredStrategy(
       cross_device_ops=tf.distribute.ReductionToOneDevice()) if replicas > 1
                     else tf.distribute.get_strategy())
@@ -152,13 +158,16 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
       lambda _, s: config.gan.steps * config.gan.batch_size / s)
   generated = stages.run(
       "augmentation", lambda: augmentation.generate_interactions(
-          trainer, train_rows, data, config.augmentation),
+          augmentation.gan_scorer(trainer, train_rows, data,
+                                  config.augmentation.samples),
+          train_rows, data, config.augmentation),
       lambda g, s: len(np.unique(g.user)) / s)
   rows = train_rows + generated
 
   def train_tfrs():
     tf.keras.utils.set_random_seed(seed)
-    with keras_strategy.scope():
+    with (recommender_strategy.scope() if recommender_strategy
+          else contextlib.nullcontext()):
       model = training.build_model(config, data, rows)
     dataset = training.make_dataset(rows, config.train.batch_size, seed)
     return model, _timed_epochs(model, dataset, epochs)

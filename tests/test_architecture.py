@@ -15,7 +15,7 @@ ENTRY_POINTS = {"tfgan_rec.cli", "tfgan_rec.train", "tfgan_rec.tune",
                 "tfgan_rec.export", "tfgan_rec.synthesize"}
 # Lower layers never import higher ones.
 LAYERS = [
-    {"tfgan_rec", "tfgan_rec.errors", "tfgan_rec.config"},
+    {"tfgan_rec", "tfgan_rec.errors", "tfgan_rec.config", "tfgan_rec.cluster"},
     {"tfgan_rec.data"},
     {"tfgan_rec.evaluate", "tfgan_rec.baselines", "tfgan_rec.layers",
      "tfgan_rec.compact_index", "tfgan_rec.privacy",

@@ -15,6 +15,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from tfgan_rec import cluster
 from tfgan_rec import config as config_lib
 from tfgan_rec.errors import InputError
 
@@ -138,12 +139,20 @@ def load_tensorflow(verbose: bool) -> None:
   Python's `sys.stderr` (our messages, warnings, tracebacks) keeps writing to
   the real standard error; a fatal native error (abort, segfault) still
   prints the Python stack there (faulthandler), and `-v` shows everything.
+
+  When `TF_CONFIG` names several workers, the strategy is created here,
+  first: MultiWorkerMirroredStrategy configures TensorFlow's collectives,
+  which must happen before TensorFlow initialises its devices ("Collective
+  ops must be configured at program startup").
   """
   if "tensorflow" in sys.modules:
     return
   if not verbose:
     _divert_native_stderr()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if cluster.workers() > 1:
+    from tfgan_rec.gan import loop  # pylint: disable=g-import-not-at-top
+    loop.make_strategy()
   tf.config.list_logical_devices()
 
 

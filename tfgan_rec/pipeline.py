@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import (augmentation, baselines, evaluate, release, report,
-                       saved_models, thin_users)
+from tfgan_rec import (augmentation, baselines, cluster, evaluate, release,
+                       report, saved_models, thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
                               NewItemSummary, RunSummary,
                               UserGeneratorSummary)
@@ -35,7 +35,7 @@ from tfgan_rec import privacy as privacy_lib
 from tfgan_rec.config import DataConfig, RunConfig, load_yaml, save_yaml, update
 from tfgan_rec.data import Examples, SplitData
 from tfgan_rec.errors import InputError
-from tfgan_rec.gan import item_generator
+from tfgan_rec.gan import item_generator, loop
 from tfgan_rec.gan.loop import GANDivergedError
 from tfgan_rec.gan.trainer import GANTrainer
 from tfgan_rec.recommender import training
@@ -153,15 +153,27 @@ def augment(config: RunConfig, trainer: GANTrainer, split_data: SplitData,
 
 # --- recommender -------------------------------------------------------------
 
+def recommender_strategy() -> Optional[tf.distribute.Strategy]:
+  """The strategy the recommender trains under: `gan.loop.make_strategy`'s
+  (MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else
+  MirroredStrategy over the local devices) when it has several replicas;
+  None on one device, which trains without a strategy, exactly as before
+  strategies were supported (its random draws come from the global seed;
+  under a strategy they are stateless, see `recommender.replicas`)."""
+  strategy = loop.make_strategy()
+  return strategy if strategy.num_replicas_in_sync > 1 else None
+
+
 def train_recommender(config: RunConfig, split_data: SplitData,
                       fit_rows: Examples, train_rows: Examples
                       ) -> training.FitResult:
   """Early stopping on validation while fitting `fit_rows`, then the refit
-  on `train_rows` (see `recommender.training.train_recommender`)."""
+  on `train_rows` (see `recommender.training.train_recommender`), under
+  `recommender_strategy()`."""
   callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
                if config.logdir else None)
   return training.train_recommender(config, split_data, fit_rows, train_rows,
-                                    callbacks)
+                                    callbacks, recommender_strategy())
 
 
 def best_validation_recall(config: RunConfig, split_data: SplitData) -> float:
@@ -322,14 +334,33 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
 # --- the run -----------------------------------------------------------------
 
 def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
-  """Every stage, in order; writes and returns the run's summary."""
+  """Every stage, in order; writes and returns the run's summary.
+
+  On a worker of a TF_CONFIG cluster other than the chief, the run folder,
+  the exports and the TensorBoard logs go to a temporary folder that is
+  deleted at the end (the GAN's checkpoints go where the GAN puts a
+  worker's, see `gan.loop`); the returned summary names that folder.
+  """
+  with cluster.output_dir(run_dir) as out_dir:
+    if out_dir != run_dir:
+      log.info("not the chief of the TF_CONFIG cluster: this worker's run "
+               "folder and exports go to %s, deleted at the end", out_dir)
+      config = config.copy()
+      config.export.export_dir = os.path.join(out_dir, "export")
+      config.logdir = config.logdir and os.path.join(out_dir, "logs")
+    return _run(config, run_dir, out_dir, resume)
+
+
+def _run(config: RunConfig, run_dir: str, out_dir: str,
+         resume: bool) -> RunSummary:
+  """`run`, writing to `out_dir` (`run_dir` on the chief)."""
   timer = StageTimer()
   with timer("data"):
     split_data = prepare(config.data, config.seed)
-  os.makedirs(run_dir, exist_ok=True)
+  os.makedirs(out_dir, exist_ok=True)
   checkpoints = (gan_checkpoint_dir(run_dir, resume)
                  if config.augmentation.uses_gan else None)
-  save_yaml(config, os.path.join(run_dir, CONFIG_FILE))
+  save_yaml(config, os.path.join(out_dir, CONFIG_FILE))
   data = summarize_data(split_data)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,
            data.users, data.items, data.interactions)
@@ -337,19 +368,19 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
       config=config.to_dict(), data=data, best_epoch=0, history=[],
       retrieval={}, rmse={}, augmentation=None, user_generator=None,
       decisions={}, new_items=None,
-      seconds=timer.seconds, exports={}, run_dir=run_dir)
+      seconds=timer.seconds, exports={}, run_dir=out_dir)
   model, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
                                     summary)
   candidates = _new_items(config, split_data, model, rows, timer, summary,
                           checkpoints)
   if config.privacy.release:
     with timer("release generator"):
-      summary.privacy = train_release(config, split_data, run_dir)
-  save_trained(model, run_dir, candidates)
+      summary.privacy = train_release(config, split_data, out_dir)
+  save_trained(model, out_dir, candidates)
   if config.export.enabled:
     with timer("export"):
       summary.exports = export(model, split_data, config, candidates)
-  write_summary(summary, run_dir)
+  write_summary(summary, out_dir)
   return summary
 
 

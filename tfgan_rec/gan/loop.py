@@ -15,16 +15,19 @@ distributed, reproducible, resumable and guarded:
   stops with a message naming the settings to change.
 
 The strategy is `MultiWorkerMirroredStrategy` when `TF_CONFIG` names several
-workers, else `MirroredStrategy` over the local devices.
+workers (a `chief` task counts as one), else `MirroredStrategy` over the
+local devices.
 """
 import dataclasses
-import json
+import functools
 import logging
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from tfgan_rec import cluster
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,19 @@ class GANDivergedError(RuntimeError):
   checkpoint was restored and what to change."""
 
 
-def make_strategy(devices=None) -> tf.distribute.Strategy:
-  """MultiWorkerMirrored if TF_CONFIG names several workers, else Mirrored."""
-  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-  if len(cluster.get("worker", [])) > 1:
+@functools.lru_cache(maxsize=None)
+def make_strategy(devices: Optional[Tuple[str, ...]] = None
+                  ) -> tf.distribute.Strategy:
+  """MultiWorkerMirrored if TF_CONFIG names several workers, else Mirrored
+  over `devices` (default: every local device).
+
+  One instance per process and device set, shared by every trainer and the
+  recommender: a second multi-device strategy in a process reuses the
+  first one's collective instance keys and aborts ("Shape mismatch in the
+  collective instance"), and TensorFlow sets up a cluster's collectives
+  once.
+  """
+  if cluster.workers() > 1:
     return tf.distribute.MultiWorkerMirroredStrategy()
   return tf.distribute.MirroredStrategy(devices)
 
@@ -263,8 +275,7 @@ class AdversarialLoop:
 
 
 def _checkpoint_path(directory: str) -> str:
-  task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-  if task.get("index", 0) == 0:
+  if cluster.is_chief():
     return directory
   # Non-chief workers must save too (it is collective), but elsewhere.
-  return os.path.join(directory, f".worker-{task['index']}")
+  return os.path.join(directory, f".worker-{cluster.task()[1]}")

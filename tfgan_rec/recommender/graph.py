@@ -151,20 +151,23 @@ class GraphEmbedding(tf.keras.layers.Layer):
     """The K + 1 weights of the layer combination (summing to 1)."""
     return tf.nn.softmax(self.layer_logits)
 
-  def _adjacency(self, training) -> tf.sparse.SparseTensor:
+  def _adjacency(self, training, seed=None) -> tf.sparse.SparseTensor:
     values = self.edge_values
     if training and self.edge_dropout:
       keep = 1.0 - self.edge_dropout
-      kept = tf.random.uniform(tf.shape(values)) < keep
+      noise = (tf.random.uniform(tf.shape(values)) if seed is None else
+               tf.random.stateless_uniform(tf.shape(values), seed))
+      kept = noise < keep
       values = tf.where(kept, values / keep, tf.zeros_like(values))
     return tf.sparse.SparseTensor(self.edge_indices, values,
                                   [self.num_nodes, self.num_nodes])
 
-  def propagate(self, training=None) -> tf.Tensor:
+  def propagate(self, training=None, seed=None) -> tf.Tensor:
     """Every node's graph embedding [num_nodes, dim]: the layer
     combination of its own row and its K propagated rows; 0 for nodes with
-    no edge. `training` applies the edge dropout."""
-    adjacency = self._adjacency(training)
+    no edge. `training` applies the edge dropout, drawn from the stateless
+    `seed` [2] if given."""
+    adjacency = self._adjacency(training, seed)
     weights = self.layer_weights()
     layer = tf.convert_to_tensor(self.table)
     combined = weights[0] * layer

@@ -10,6 +10,7 @@ from tfgan_rec.data.dataset import EncodedData
 from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.layers import FeaturePreprocessing, mlp
 from tfgan_rec.recommender import graph as graph_lib
+from tfgan_rec.recommender import replicas as replicas_lib
 from tfgan_rec.recommender import towers
 
 
@@ -79,6 +80,11 @@ class TwoStageModel(tfrs.Model):
   both towers gather from the result; everything else reads the graph's
   cache, which `fit` refreshes when it returns.
 
+  Trained under a `tf.distribute` strategy, each replica computes one
+  device's loss for its rows of the global batch (`replicas`), with the
+  random draws a function of (`seed`, step); without one, they come from
+  TensorFlow's global seed.
+
   >>> from tfgan_rec.config import ModelConfig
   >>> from tfgan_rec.data import encode, synthetic
   >>> data = encode(synthetic.make_synthetic(
@@ -94,9 +100,16 @@ class TwoStageModel(tfrs.Model):
   def __init__(self, config: ModelConfig, data: EncodedData,
                history: np.ndarray, item_counts: np.ndarray,
                rating_mean: float = 0.0,
-               adjacency: Optional[graph_lib.Adjacency] = None):
+               adjacency: Optional[graph_lib.Adjacency] = None,
+               seed: int = 0):
     super().__init__()
-    self.config = config
+    self.config, self.seed = config, seed
+    # Built in a strategy's scope: trained on several replicas.
+    self.replicated = tf.distribute.has_strategy()
+    if self.replicated:
+      # Keras' default sums the replicas' metrics across workers, the
+      # already synchronised RMSE included (reported doubled on 2 workers).
+      self.distribute_reduction_method = "first"
     self.num_items = data.num_items
     self.user_preprocessing = FeaturePreprocessing.adapted(
         data.user_features, name="user_preprocessing")
@@ -178,16 +191,25 @@ class TwoStageModel(tfrs.Model):
     self.thin_user_query = layer
 
   def item_embeddings(self, item: tf.Tensor, training=None,
-                      graph_table=None) -> tf.Tensor:
-    """Candidate embeddings; `graph_table` as in `user_embeddings`."""
+                      graph_table=None, id_noise=None) -> tf.Tensor:
+    """Candidate embeddings; `graph_table` as in `user_embeddings`,
+    `id_noise` as in `CandidateTower.call`."""
     features = {k: tf.gather(v, item) for k, v in self.item_features.items()}
     return self.candidate_tower(item, features, training=training,
-                                preprocessed=True, graph_table=graph_table)
+                                preprocessed=True, graph_table=graph_table,
+                                id_noise=id_noise)
 
-  def fit(self, *args, **kwargs):
+  def fit(self, x=None, *args, **kwargs):
     """Keras' `fit`; then the graph embedding's cache is refreshed, so what
-    evaluates, serves or exports the model sees the weights fit trained."""
-    history = super().fit(*args, **kwargs)
+    evaluates, serves or exports the model sees the weights fit trained.
+
+    For a model built in a strategy's scope, a `tf.data.Dataset` `x` holds
+    global batches, as on one device, and every replica receives each
+    whole (`replicas.global_batches`; one epoch per call)."""
+    if self.replicated and isinstance(x, tf.data.Dataset):
+      x, kwargs = replicas_lib.global_batches(self.distribute_strategy, x,
+                                              kwargs)
+    history = super().fit(x, *args, **kwargs)
     if self.graph is not None:
       self.graph.refresh()
     return history
@@ -196,36 +218,59 @@ class TwoStageModel(tfrs.Model):
     joint = tf.concat([query, candidate, query * candidate], axis=-1)
     return tf.squeeze(self.rating_head(joint), -1) + self.rating_offset
 
-  def _training_history(self, user, item, training):
+  def _training_history(self, user, item, training, noise=None):
     """The user's history without the target item, randomly thinned in
-    training so the model also learns from short histories."""
+    training so the model also learns from short histories. `noise`: the
+    uniform draws of the thinning (default: drawn here)."""
     history = tf.gather(self.history_items, user)
     history = tf.where(history == item[:, None], tf.zeros_like(history),
                        history)
     if training and self.config.history_dropout:
-      keep = tf.random.uniform(tf.shape(history)) >= self.config.history_dropout
+      if noise is None:
+        noise = tf.random.uniform(tf.shape(history))
+      keep = noise >= self.config.history_dropout
       history = tf.where(keep, history, tf.zeros_like(history))
     return history
 
-  def _as_new_users(self, user: tf.Tensor, history: tf.Tensor, training):
+  def _as_new_users(self, user: tf.Tensor, history: tf.Tensor, training,
+                    noise=None):
     """In training, `new_user_dropout` of the rows become a new user's: id
     0 and an empty history, so id 0 and the features-only path are trained
-    (otherwise row 0 of the id embedding never is)."""
+    (otherwise row 0 of the id embedding never is). `noise` as in
+    `_training_history`."""
     if not (training and self.config.new_user_dropout):
       return user, history
-    new = tf.random.uniform(tf.shape(user)) < self.config.new_user_dropout
+    if noise is None:
+      noise = tf.random.uniform(tf.shape(user))
+    new = noise < self.config.new_user_dropout
     return (tf.where(new, tf.zeros_like(user), user),
             tf.where(new[:, None], tf.zeros_like(history), history))
 
-  def _negatives(self):
+  def _negatives(self, seed=None):
+    """The step's sampled negatives (from the stateless `seed` [2] if
+    given), or the whole catalogue when it is smaller than asked."""
     count = self.config.extra_negatives
     if count <= 0:
       return tf.zeros([0], tf.int32)
     if count >= self.num_items:
       return tf.range(1, self.num_items + 1, dtype=tf.int32)
+    if seed is not None:
+      return tf.random.stateless_uniform([count], seed, 1, self.num_items + 1,
+                                         dtype=tf.int32)
     return tf.random.uniform([count], 1, self.num_items + 1, dtype=tf.int32)
 
+  def _sampling_probability(self, candidate_ids, batch_size, num_negatives):
+    """Probability that a candidate slot of a batch of `batch_size` rows
+    plus `num_negatives` negatives holds each candidate (TFRS clips it to
+    [1e-6, 1], so it must be a probability, not a count), to the power
+    of the log-Q correction."""
+    expected = (batch_size * tf.gather(self.item_share, candidate_ids) +
+                num_negatives / self.num_items) / (batch_size + num_negatives)
+    return expected ** self.config.logq_correction
+
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False):
+    if tf.distribute.has_strategy():
+      return self._replica_loss(inputs, training)
     user, item = inputs["user"], inputs["item"]
     weight = inputs.get("weight")
     history = self._training_history(user, item, training)
@@ -239,15 +284,13 @@ class TwoStageModel(tfrs.Model):
     candidate_ids = tf.concat([item, negatives], 0)
     candidates = tf.concat(
         [candidate, self.item_embeddings(negatives, training, table)], 0)
-    # Probability that a candidate slot of this batch holds this item (TFRS
-    # clips it to [1e-6, 1], so it must be a probability, not a count).
     batch_size = tf.cast(tf.shape(item)[0], tf.float32)
     num_negatives = tf.cast(tf.shape(negatives)[0], tf.float32)
-    expected = (batch_size * tf.gather(self.item_share, candidate_ids) +
-                num_negatives / self.num_items) / (batch_size + num_negatives)
+    probability = self._sampling_probability(candidate_ids, batch_size,
+                                             num_negatives)
     retrieval_loss = self.retrieval_task(
         query, candidates, sample_weight=weight,
-        candidate_sampling_probability=expected ** self.config.logq_correction,
+        candidate_sampling_probability=probability,
         candidate_ids=candidate_ids, compute_metrics=False,
         compute_batch_metrics=False)
     predicted = self.predict_rating(query, candidate)
@@ -258,3 +301,58 @@ class TwoStageModel(tfrs.Model):
     ranking_loss /= batch_size * replicas
     return (self.config.retrieval_weight * retrieval_loss +
             self.config.ranking_weight * ranking_loss)
+
+  def _replica_loss(self, inputs: Dict[str, tf.Tensor], training):
+    """`compute_loss` of one replica under a strategy: one device's loss of
+    the global batch `inputs`, restricted to this replica's rows (see
+    `replicas`); the replicas' losses add up to it."""
+    size = tf.shape(inputs["item"])[0]
+    rows, valid, first = replicas_lib.replica_rows(size)
+    draw = replicas_lib.StepRandom(self.seed, self.optimizer.iterations)
+    user, item = (tf.gather(inputs[k], rows) for k in ("user", "item"))
+    weight = tf.cast(valid, tf.float32)
+    if "weight" in inputs:
+      weight *= tf.gather(inputs["weight"], rows)
+    history = self._training_history(user, item, training, tf.gather(
+        draw.uniform([size, self.history_items.shape[1]],
+                     replicas_lib.HISTORY), rows))
+    user, history = self._as_new_users(user, history, training, tf.gather(
+        draw.uniform([size], replicas_lib.NEW_USERS), rows))
+    table = (self.graph.propagate(training, draw.seed_of(replicas_lib.EDGES))
+             if self.graph is not None else None)
+    query = self.user_embeddings(user, history, table)
+    negatives = self._negatives(draw.seed_of(replicas_lib.NEGATIVES))
+    candidate_ids = tf.concat([inputs["item"], negatives], 0)
+    candidates = replicas_lib.embed_once(
+        lambda ids, noise: self.item_embeddings(ids, training, table, noise),
+        candidate_ids,
+        draw.uniform(tf.shape(candidate_ids), replicas_lib.ITEM_IDS))
+    batch_size = tf.cast(size, tf.float32)
+    probability = self._sampling_probability(
+        candidate_ids, batch_size, tf.cast(tf.shape(negatives)[0], tf.float32))
+    # TFRS takes query i's positive to be candidate i: this replica's rows
+    # are global rows first + i, so its candidates start at `first`.
+    retrieval_loss = self.retrieval_task(
+        query, tf.roll(candidates, -first, 0), sample_weight=weight,
+        candidate_sampling_probability=tf.roll(probability, -first, 0),
+        candidate_ids=tf.roll(candidate_ids, -first, 0),
+        compute_metrics=False, compute_batch_metrics=False)
+    predicted = self.predict_rating(query, tf.gather(candidates, rows))
+    ranking_loss = self.ranking_task(
+        labels=tf.gather(inputs["rating"], rows)[:, None],
+        predictions=predicted[:, None], sample_weight=weight)
+    return (self.config.retrieval_weight * retrieval_loss +
+            self.config.ranking_weight * ranking_loss / batch_size)
+
+  def train_step(self, inputs):
+    """TFRS's step; under a strategy the loss it reports is the global
+    batch's (the replicas' sum), the same on every replica, so Keras
+    reports the first replica's metrics (see `__init__`)."""
+    metrics = super().train_step(inputs)
+    if tf.distribute.has_strategy():
+      context = tf.distribute.get_replica_context()
+      metrics["loss"] = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                           metrics["loss"])
+      metrics["total_loss"] = (metrics["loss"] +
+                               metrics["regularization_loss"])
+    return metrics

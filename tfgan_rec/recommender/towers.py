@@ -42,12 +42,17 @@ class CandidateTower(tf.keras.layers.Layer):
 
   def call(self, item: tf.Tensor, item_features: Dict[str, tf.Tensor],
            training=None, preprocessed: bool = False,
-           graph_table: Optional[tf.Tensor] = None) -> tf.Tensor:
+           graph_table: Optional[tf.Tensor] = None,
+           id_noise: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """`id_noise`: the uniform draws [batch] of the id dropout in training
+    (default: drawn here)."""
     parts = [] if self.id_embedding is None else [self.id_embedding(item)]
     if self.graph is not None:
       parts.append(self.graph.item_rows(item, graph_table))
     if training and self.id_dropout:
-      keep = tf.random.uniform(tf.shape(item)) >= self.id_dropout
+      if id_noise is None:
+        id_noise = tf.random.uniform(tf.shape(item))
+      keep = id_noise >= self.id_dropout
       parts = [part * tf.cast(keep, part.dtype)[:, None] for part in parts]
     if self.features.has_features:
       parts.append(self.features(item_features, preprocessed=preprocessed))

@@ -1,5 +1,6 @@
 """Builds, trains (with early stopping on validation Recall@K) and scores the
 two-stage model."""
+import contextlib
 import dataclasses
 import logging
 import os
@@ -63,7 +64,7 @@ def build_model(config: RunConfig, data: EncodedData,
         rows.user, rows.item, rows.weight, data.num_users, data.num_items,
         config.model.graph_normalization)
   model = TwoStageModel(config.model, data, history, counts, rating_mean,
-                        adjacency)
+                        adjacency, seed=config.seed)
   model.compile(optimizer=LazyAdam(config.train.learning_rate))
   return model
 
@@ -173,13 +174,19 @@ def _verbosity() -> int:
 def fit_with_early_stopping(config: RunConfig, data: EncodedData,
                             rows: Examples,
                             validation: Optional[Validation],
-                            callbacks=None) -> FitResult:
+                            callbacks=None,
+                            strategy: Optional[tf.distribute.Strategy] = None
+                            ) -> FitResult:
   """Trains up to `epochs`, keeping the weights of the epoch with the best
   validation Recall@K (stopping after `patience` epochs without gain).
 
-  Without `validation`, trains exactly `epochs`.
+  Without `validation`, trains exactly `epochs`. With `strategy`, the model
+  and its optimizer live in its scope and every replica trains on its rows
+  of each global batch (`TwoStageModel.fit`); every worker takes the same
+  decisions, as it holds the same weights.
   """
-  model = build_model(config, data, rows)
+  with strategy.scope() if strategy else contextlib.nullcontext():
+    model = build_model(config, data, rows)
   dataset = make_dataset(rows, config.train.batch_size, config.seed)
   key = f"val_recall@{config.eval.k}"
   best, best_epoch, best_weights, history = -1.0, 0, None, []
@@ -215,10 +222,13 @@ def validation_recall(model: TwoStageModel, validation: Validation,
 
 def train_recommender(config: RunConfig, split_data: SplitData,
                       fit_rows: Examples, train_rows: Examples,
-                      callbacks=None) -> FitResult:
+                      callbacks=None,
+                      strategy: Optional[tf.distribute.Strategy] = None
+                      ) -> FitResult:
   """Early-stops on the validation part while training on `fit_rows`; with
   `refit`, then retrains on all of `train_rows` for the best epoch count.
   Without validation interactions, trains on `train_rows` for `epochs`.
+  With `strategy`, both fits are distributed (see `fit_with_early_stopping`).
 
   Validation excludes only real interactions (`split_data`'s fit part), so
   generated rows in `fit_rows` do not bias early stopping.
@@ -226,11 +236,11 @@ def train_recommender(config: RunConfig, split_data: SplitData,
   tf.keras.utils.set_random_seed(config.seed)
   if not len(split_data.split.validation):
     return fit_with_early_stopping(config, split_data.data, train_rows, None,
-                                   callbacks)
+                                   callbacks, strategy)
   validation = Validation(split_data.matrices["fit"],
                           split_data.matrices["validation"])
   result = fit_with_early_stopping(config, split_data.data, fit_rows,
-                                   validation, callbacks)
+                                   validation, callbacks, strategy)
   if not config.train.refit:
     return dataclasses.replace(result, fit_model=result.model)
   log.info("Refitting on training + validation for %d epochs",
@@ -240,7 +250,7 @@ def train_recommender(config: RunConfig, split_data: SplitData,
       config, train=dataclasses.replace(config.train,
                                         epochs=result.best_epoch))
   refit = fit_with_early_stopping(refit_config, split_data.data, train_rows,
-                                  None, callbacks)
+                                  None, callbacks, strategy)
   refit_history = [dict(r, refit=True) for r in refit.history]
   return FitResult(refit.model, result.best_epoch,
                    result.history + refit_history, fit_model=result.model)
