@@ -239,7 +239,7 @@ class GANTrainer(loop.AdversarialLoop):
           cfg.zr_weight * losses.zero_reconstruction(fake, negatives) +
           cfg.reconstruction_weight * losses.masked_reconstruction(
               fake, real, shown) +
-          cfg.ranking_weight * losses.sampled_softmax_ranking(
+          cfg.ranking_weight * losses.softmax_ranking(
               fake, real, tf.cast(condition["history"] == 0, tf.float32)))
       g_loss = average(losses.gan_loss(
           real_logits, fake_logits, cfg.loss,
