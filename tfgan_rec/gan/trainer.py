@@ -112,9 +112,14 @@ class GANTrainer(loop.AdversarialLoop):
     self.seen_splits = tf.constant(data.seen_splits)
     # The next-items target needs an item before and one after the cut.
     counts = np.diff(data.seen_splits)[data.train_users]
-    self.train_users = tf.constant(
-        data.train_users[counts >= 2] if config.target == "next"
-        else data.train_users)
+    users = (data.train_users[counts >= 2] if config.target == "next"
+             else data.train_users)
+    if not len(users):
+      raise ValueError(f"the GAN has no user to learn from (gan.target "
+                       f"{config.target} needs users with at least "
+                       f"{2 if config.target == 'next' else 1} training "
+                       f"interactions).")
+    self.train_users = tf.constant(users)
     # Raw strings, as constants (fine under any strategy); the generator's
     # and the discriminator's FeatureEncoders share one preprocessing.
     self.features = {name: tf.constant(column, tf.string) for name, column
