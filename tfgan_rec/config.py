@@ -99,6 +99,10 @@ class ModelConfig:
       "their history items (off: by id or graph embedding and features "
       "only)")
   history_length: int = 100
+  causal_history: bool = setting(
+      False, "in training, a row's pooled history holds only the user's "
+      "items before it in time, as when serving (off: all the user's "
+      "other items)")
   history_dropout: float = 0.2
   generated_in_history: bool = False
   item_id_dropout: float = 0.1

@@ -27,6 +27,25 @@ def history_table(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
   return table
 
 
+def earlier_counts(user: np.ndarray, timestamp: np.ndarray,
+                   in_history: np.ndarray) -> np.ndarray:
+  """Per row, how many of its user's `in_history` rows come before it in
+  time (ties in the rows' order, as the split's).
+
+  >>> earlier_counts(np.array([1, 1, 2, 1]), np.array([5., 3., 1., 9.]),
+  ...                np.array([True, True, True, False]))
+  array([1, 0, 0, 2])
+  """
+  order = np.lexsort((timestamp, user))
+  included = in_history[order].astype(np.int64)
+  before = np.cumsum(included) - included
+  sorted_user = user[order]
+  first = np.searchsorted(sorted_user, sorted_user, side="left")
+  counts = np.empty(len(user), np.int64)
+  counts[order] = before - before[first]
+  return counts
+
+
 def served_user_id(user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
   """`user`, or 0 for users with an empty `history`: a user never trained
   on has an untrained id embedding, so they are served as a new user (id
@@ -69,7 +88,10 @@ class TwoStageModel(tfrs.Model):
   """Retrieval (in-batch plus sampled softmax) and rating ranking, one model.
 
   Batches are dicts with int `user`, `item`, float `rating` and `weight`
-  (generated interactions arrive with weight < 1; both tasks honour it).
+  (generated interactions arrive with weight < 1; both tasks honour it),
+  and optionally int `history` [B, length]: the items that describe each
+  row's user (default: the user's stored history; `training.EarlierItems`
+  gives the items before the row in time).
   The retrieval loss corrects for popularity (log-Q) and removes accidental
   hits; `extra_negatives` uniformly sampled items are added to the in-batch
   negatives (mixed negative sampling) so rare items are pushed down too.
@@ -218,11 +240,14 @@ class TwoStageModel(tfrs.Model):
     joint = tf.concat([query, candidate, query * candidate], axis=-1)
     return tf.squeeze(self.rating_head(joint), -1) + self.rating_offset
 
-  def _training_history(self, user, item, training, noise=None):
-    """The user's history without the target item, randomly thinned in
-    training so the model also learns from short histories. `noise`: the
-    uniform draws of the thinning (default: drawn here)."""
-    history = tf.gather(self.history_items, user)
+  def _training_history(self, user, item, training, noise=None,
+                        history=None):
+    """The user's history (the batch's `history` if given, else the stored
+    one) without the target item, randomly thinned in training so the model
+    also learns from short histories. `noise`: the uniform draws of the
+    thinning (default: drawn here)."""
+    if history is None:
+      history = tf.gather(self.history_items, user)
     history = tf.where(history == item[:, None], tf.zeros_like(history),
                        history)
     if training and self.config.history_dropout:
@@ -273,7 +298,8 @@ class TwoStageModel(tfrs.Model):
       return self._replica_loss(inputs, training)
     user, item = inputs["user"], inputs["item"]
     weight = inputs.get("weight")
-    history = self._training_history(user, item, training)
+    history = self._training_history(user, item, training,
+                                     history=inputs.get("history"))
     user, history = self._as_new_users(user, history, training)
     # The one propagation of this step, shared by both towers.
     table = (self.graph.propagate(training) if self.graph is not None
@@ -313,9 +339,11 @@ class TwoStageModel(tfrs.Model):
     weight = tf.cast(valid, tf.float32)
     if "weight" in inputs:
       weight *= tf.gather(inputs["weight"], rows)
+    given = inputs.get("history")
     history = self._training_history(user, item, training, tf.gather(
         draw.uniform([size, self.history_items.shape[1]],
-                     replicas_lib.HISTORY), rows))
+                     replicas_lib.HISTORY), rows),
+        None if given is None else tf.gather(given, rows))
     user, history = self._as_new_users(user, history, training, tf.gather(
         draw.uniform([size], replicas_lib.NEW_USERS), rows))
     table = (self.graph.propagate(training, draw.seed_of(replicas_lib.EDGES))

@@ -15,7 +15,8 @@ from tfgan_rec import evaluate
 from tfgan_rec.config import RunConfig
 from tfgan_rec.data import EncodedData, Examples, SplitData
 from tfgan_rec.recommender import graph
-from tfgan_rec.recommender.model import TwoStageModel, history_table
+from tfgan_rec.recommender.model import TwoStageModel, earlier_counts
+from tfgan_rec.recommender.model import history_table
 from tfgan_rec.recommender.optimizers import LazyAdam
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,60 @@ class Validation:
   held_out: sparse.csr_matrix
 
 
+def history_mask(config: RunConfig, rows: Examples) -> np.ndarray:
+  """Which of `rows` enter the pooled history that describes their user.
+  Generated interactions (weight < 1) are training targets; whether they
+  also describe the user is configurable."""
+  if config.model.generated_in_history:
+    return np.ones(len(rows.user), bool)
+  return rows.weight >= 1.0
+
+
+@dataclasses.dataclass
+class EarlierItems:
+  """Each training row's pooled history when it must precede the row in
+  time (`model.causal_history`): the user's latest `length` history items
+  before the row (ties in the rows' order, as the split's), latest first.
+
+  Serving describes a user by the items before what it recommends; a
+  history that also holds the user's later items teaches the query tower a
+  different task than the one it is scored on.
+
+  Attributes:
+    items: the history rows' items user by user, oldest first, after a 0.
+    end: per row, the index in `items` of its latest earlier item.
+    count: per row, how many earlier items it has.
+    length: the most items a history holds.
+  """
+  items: np.ndarray
+  end: np.ndarray
+  count: np.ndarray
+  length: int
+
+  @classmethod
+  def of_rows(cls, rows: Examples, in_history: np.ndarray,
+              length: int) -> "EarlierItems":
+    order = np.lexsort((rows.timestamp, rows.user))
+    kept = order[in_history[order]]
+    first = np.searchsorted(rows.user[kept], rows.user, side="left")
+    count = earlier_counts(rows.user, rows.timestamp, in_history)
+    items = np.concatenate([[0], rows.item[kept]]).astype(np.int32)
+    return cls(items, (first + count).astype(np.int32),
+               count.astype(np.int32), length)
+
+  def batch(self, end: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """[B, length] histories of the rows with these `end`s and `count`s."""
+    steps = tf.range(self.length, dtype=end.dtype)
+    index = tf.maximum(end[:, None] - steps, 0)
+    valid = steps < count[:, None]
+    return tf.where(valid, tf.gather(tf.constant(self.items), index), 0)
+
+
 def build_model(config: RunConfig, data: EncodedData,
                 rows: Examples) -> TwoStageModel:
   """The compiled model for training on `rows`, whose pooled histories,
   item popularity, mean rating and (graph tower) adjacency they give."""
-  # Generated interactions (weight < 1) are training targets; whether they
-  # also enter the pooled history that describes the user is configurable.
-  in_history = (np.ones(len(rows.user), bool)
-                if config.model.generated_in_history else rows.weight >= 1.0)
+  in_history = history_mask(config, rows)
   history = history_table(rows.user[in_history], rows.item[in_history],
                           rows.timestamp[in_history], data.num_users,
                           config.model.history_length)
@@ -96,8 +143,12 @@ def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
 
 
 def make_dataset(rows: Examples, batch_size: int, seed: int,
-                 shuffle: bool = True) -> tf.data.Dataset:
+                 shuffle: bool = True,
+                 earlier: Optional[EarlierItems] = None) -> tf.data.Dataset:
   """Batches of `rows`; with `shuffle`, in a new seeded order each epoch.
+  With `earlier`, each batch also holds the rows' `history` [B, length]
+  (`EarlierItems`); without, the model describes a user by their stored
+  history.
 
   Whole batches are gathered from in-memory columns by index: a per-row
   pipeline (from_tensor_slices + shuffle buffer) spent 8 ms per batch and
@@ -108,6 +159,8 @@ def make_dataset(rows: Examples, batch_size: int, seed: int,
              "item": rows.item.astype(np.int32),
              "rating": rows.rating.astype(np.float32),
              "weight": rows.weight.astype(np.float32)}
+  if earlier is not None:
+    columns.update(history_end=earlier.end, history_count=earlier.count)
   columns = {name: tf.constant(values) for name, values in columns.items()}
   count = len(rows.user)
   batches = -(-count // batch_size)
@@ -127,10 +180,20 @@ def make_dataset(rows: Examples, batch_size: int, seed: int,
   else:
     dataset = batched(tf.range(count, dtype=tf.int64))
   dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-  return dataset.map(
+  dataset = dataset.map(
       lambda order: {name: tf.gather(column, order)
-                     for name, column in columns.items()}).prefetch(
-                         tf.data.AUTOTUNE)
+                     for name, column in columns.items()})
+  if earlier is not None:
+    dataset = dataset.map(lambda batch: _with_history(batch, earlier))
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _with_history(batch: Dict[str, tf.Tensor],
+                  earlier: EarlierItems) -> Dict[str, tf.Tensor]:
+  batch = dict(batch)
+  batch["history"] = earlier.batch(batch.pop("history_end"),
+                                   batch.pop("history_count"))
+  return batch
 
 
 def user_matrix(model: TwoStageModel) -> np.ndarray:
@@ -187,7 +250,11 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
   """
   with strategy.scope() if strategy else contextlib.nullcontext():
     model = build_model(config, data, rows)
-  dataset = make_dataset(rows, config.train.batch_size, config.seed)
+  earlier = (EarlierItems.of_rows(rows, history_mask(config, rows),
+                                  config.model.history_length)
+             if config.model.causal_history else None)
+  dataset = make_dataset(rows, config.train.batch_size, config.seed,
+                         earlier=earlier)
   key = f"val_recall@{config.eval.k}"
   best, best_epoch, best_weights, history = -1.0, 0, None, []
   for epoch in range(1, config.train.epochs + 1):
