@@ -3,11 +3,11 @@ augmented recommender against its twin, over seeds.
 
 For every seed the split of `python -m tfgan_rec.train --seed S` is made,
 the twin (the recommender without augmentation) is trained, and for every
-variant the interaction GAN is trained on the fit part and the recommender
-retrained on real plus generated interactions, in the pipeline's own order
-(`pipeline._interaction_scorers` / `_augmented_twin`: the scorers, the
-generated rows of the fit and train parts, the training, then the GAN
-alone). Test Recall@20 per slice; the table gives mean ± std over the seeds
+variant the pipeline's own stages run: `pipeline.generate_interactions`
+(the interaction GAN trained on the fit part, its interactions for the thin
+users of the fit and train parts) and `pipeline.train_recommender` on real
+plus generated interactions. Test Recall@20 per slice, of the augmented
+recommender and of the GAN alone; the table gives mean ± std over the seeds
 and the paired difference against the twin.
 
     python benchmarks/gan_augmentation.py --seeds 42 1 2 3 4 \
@@ -15,9 +15,11 @@ and the paired difference against the twin.
         --variant profile='{"item_to_item": false}'
 
 A variant is a name and a JSON object of `GANConfig` fields (plus
-"augmentation": {...} for `AugmentationConfig` fields). Finished
-(seed, variant) pairs are kept in benchmarks/results/gan_augmentation.json
-and skipped when the script is run again.
+"augmentation": {...} for `AugmentationConfig` fields); `--model` sets
+`ModelConfig` fields for the twin and every variant. Finished (seed,
+variant) pairs are kept in `--results` (default
+benchmarks/results/gan_augmentation.json) and skipped when the script is
+run again.
 """
 import argparse
 import dataclasses
@@ -28,7 +30,7 @@ import time
 import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
 import numpy as np
 
-from tfgan_rec import augmentation, pipeline
+from tfgan_rec import pipeline
 from tfgan_rec.config import RunConfig
 from tfgan_rec.recommender import training
 
@@ -54,38 +56,32 @@ def twin(config: RunConfig, split_data) -> dict:
 
 def augmented(config: RunConfig, split_data) -> dict:
   """The augmented twin and the GAN alone, as the pipeline makes them."""
-  data, samples = split_data.data, config.augmentation.samples
   fit_rows, train_rows = (split_data.examples("fit"),
                           split_data.examples("train"))
   start = time.time()
-  trainer = pipeline.train_gan(config, split_data, fit_rows)
-  fit_score, train_score = (
-      augmentation.gan_scorer(trainer, rows, data, samples)
-      for rows in (fit_rows, train_rows))
-  generated_fit, generated = (
-      augmentation.generate_interactions(score, rows, data,
-                                         config.augmentation)
-      for score, rows in ((fit_score, fit_rows), (train_score, train_rows)))
+  generated = pipeline.generate_interactions(config, split_data, fit_rows,
+                                             train_rows)
   gan_seconds = time.time() - start
   result = pipeline.train_recommender(config, split_data,
-                                      fit_rows + generated_fit,
-                                      train_rows + generated)
+                                      fit_rows + generated.fit,
+                                      train_rows + generated.train)
   return {"recommender": recall_by_slice(
       lambda users: training.score_all_items(result.model, users),
       split_data),
-          "gan_alone": recall_by_slice(train_score, split_data),
+          "gan_alone": recall_by_slice(generated.train_score, split_data),
           "gan_seconds": gan_seconds, "last_gan_metrics": {
               name: float(value) for name, value in
-              trainer.last_metrics.items()}}
+              generated.gan_metrics.items()}}
 
 
-def configured(seed: int, overrides: dict) -> RunConfig:
+def configured(seed: int, overrides: dict, model: dict) -> RunConfig:
   config = RunConfig(seed=seed)
   overrides = dict(overrides)
   augment = {"source": "gan", **overrides.pop("augmentation", {})}
   return dataclasses.replace(
       config, gan=dataclasses.replace(config.gan, **overrides),
-      augmentation=dataclasses.replace(config.augmentation, **augment))
+      augmentation=dataclasses.replace(config.augmentation, **augment),
+      model=dataclasses.replace(config.model, **model))
 
 
 def summarize(results: dict, seeds, variants) -> None:
@@ -117,27 +113,37 @@ def main() -> None:
   parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
   parser.add_argument("--variant", action="append", default=[],
                       help="NAME=JSON of GANConfig fields")
+  parser.add_argument("--model", default="{}",
+                      help="JSON of ModelConfig fields for the twin and "
+                      "every variant (keep each setting's results apart "
+                      "with --results)")
+  parser.add_argument("--results", default=RESULTS)
   args = parser.parse_args()
   variants = dict(v.split("=", 1) for v in args.variant) or {"default": "{}"}
-  results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
+  model = json.loads(args.model)
+  path = args.results
+  results = json.load(open(path)) if os.path.exists(path) else {}
+  if results.setdefault("model", model) != model:
+    raise SystemExit(f"{path} holds runs with model settings "
+                     f"{results['model']}; pass another --results.")
   for seed in args.seeds:
     split_data = None
     for name, overrides in [("twin", None), *variants.items()]:
       stored = results.get(name, {}).get(str(seed))
       if stored and stored["overrides"] != json.loads(overrides or "{}"):
-        raise SystemExit(f"{RESULTS}: variant {name} was run with "
+        raise SystemExit(f"{path}: variant {name} was run with "
                          f"{stored['overrides']}; give the new settings "
                          f"another name.")
       if stored:
         continue
-      config = configured(seed, json.loads(overrides or "{}"))
+      config = configured(seed, json.loads(overrides or "{}"), model)
       split_data = split_data or pipeline.prepare(config.data, seed)
       outcome = (twin(config, split_data) if overrides is None
                  else augmented(config, split_data))
       outcome["overrides"] = json.loads(overrides or "{}")
       results.setdefault(name, {})[str(seed)] = outcome
-      os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-      with open(RESULTS, "w") as out:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      with open(path, "w") as out:
         json.dump(results, out, indent=1)
       print(name, seed, outcome["recommender"], flush=True)
   summarize(results, args.seeds, variants)

@@ -49,6 +49,35 @@ def test_history_table_latest_items_first():
   assert table.tolist() == [[0, 0], [5, 7], [8, 0], [0, 0]]
 
 
+def test_causal_history_holds_only_earlier_items_latest_first():
+  # User 1 in time order: 12 (t=1), 11 (t=3), 14 (t=3, after 11 in row
+  # order), then a generated 15, which is no one's history.
+  rows = Examples(user=np.array([2, 1, 1, 2, 1, 1]),
+                  item=np.array([10, 11, 12, 13, 14, 15]),
+                  rating=np.ones(6, np.float32),
+                  timestamp=np.array([5.0, 3.0, 1.0, 1.0, 3.0, 9.0]),
+                  weight=np.array([1, 1, 1, 1, 1, 0.5], np.float32))
+  earlier = training.EarlierItems.of_rows(rows, rows.weight >= 1, length=2)
+  batch = next(iter(training.make_dataset(rows, 6, seed=0, shuffle=False,
+                                          earlier=earlier)))
+  assert batch["history"].numpy().tolist() == [
+      [13, 0], [12, 0], [0, 0], [0, 0], [11, 12], [14, 11]]
+
+
+def test_a_batch_history_replaces_the_stored_one(trained):
+  _, ready, result = trained
+  batch = next(iter(training.make_dataset(
+      Examples.of_rows(ready.data, ready.split.train[:256]), 256,
+      seed=0, shuffle=False)))
+  stored = tf.gather(result.model.history_items, batch["user"])
+
+  def loss(**history):
+    tf.random.set_seed(0)  # the same sampled negatives
+    return float(result.model.compute_loss(dict(batch, **history)))
+
+  assert loss() == loss(history=stored) != loss(history=tf.zeros_like(stored))
+
+
 def test_sample_weight_changes_the_loss(trained):
   config, ready, result = trained
   batch = next(iter(training.make_dataset(

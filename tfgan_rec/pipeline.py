@@ -142,13 +142,31 @@ def train_gan(config: RunConfig, split_data: SplitData, rows: Examples,
     raise InputError(str(err)) from None
 
 
-def augment(config: RunConfig, trainer: GANTrainer, split_data: SplitData,
-            rows: Examples) -> Examples:
-  """`rows` plus the interactions the GAN generates for thin users."""
-  score = augmentation.gan_scorer(trainer, rows, split_data.data,
-                                  config.augmentation.samples)
-  return rows + augmentation.generate_interactions(
+@dataclasses.dataclass
+class Generated:
+  """What the augmentation stage adds: generated interactions for the thin
+  users of the fit part (early stopping) and of the train part (the refit),
+  the source used directly as a recommender (`train_score`, conditioned on
+  the train part) and the GAN's last training metrics (empty for EASE)."""
+  fit: Examples
+  train: Examples
+  train_score: evaluate.ScoreFn
+  gan_metrics: Dict[str, float]
+
+
+def generate_interactions(config: RunConfig, split_data: SplitData,
+                          fit_rows: Examples, train_rows: Examples,
+                          checkpoints: Optional[str] = None) -> Generated:
+  """The interaction GAN trained on `fit_rows` (or EASE, for the teacher
+  ablation `--augment ease`) generates interactions for the thin users of
+  `fit_rows` and of `train_rows`."""
+  fit_score, train_score, gan_metrics = _interaction_scorers(
+      config, split_data, fit_rows, train_rows, checkpoints)
+  fit, train = (augmentation.generate_interactions(
       score, rows, split_data.data, config.augmentation)
+                for score, rows in ((fit_score, fit_rows),
+                                    (train_score, train_rows)))
+  return Generated(fit, train, train_score, gan_metrics)
 
 
 # --- recommender -------------------------------------------------------------
@@ -182,8 +200,8 @@ def best_validation_recall(config: RunConfig, split_data: SplitData) -> float:
   gives the same number there)."""
   fit_rows = split_data.examples("fit")
   if config.augmentation.uses_gan:
-    fit_rows = augment(config, train_gan(config, split_data, fit_rows),
-                       split_data, fit_rows)
+    fit_rows += generate_interactions(config, split_data, fit_rows,
+                                      fit_rows).fit
   no_refit = dataclasses.replace(
       config, train=dataclasses.replace(config.train, refit=False))
   result = train_recommender(no_refit, split_data, fit_rows, fit_rows)
@@ -501,25 +519,21 @@ def _augmented_twin(config: RunConfig, split_data: SplitData,
   source, k = config.augmentation.source, config.eval.k
   source = "gan" if config.augmentation.uses_gan else source
   with timer(f"{source} interactions"):
-    fit_score, train_score, gan_metrics = _interaction_scorers(
-        config, split_data, fit_rows, train_rows, checkpoints)
-    generated_fit = augmentation.generate_interactions(
-        fit_score, fit_rows, split_data.data, config.augmentation)
-    generated = augmentation.generate_interactions(
-        train_score, train_rows, split_data.data, config.augmentation)
+    generated = generate_interactions(config, split_data, fit_rows,
+                                      train_rows, checkpoints)
   with timer("recommender (augmented)"):
-    result = train_recommender(config, split_data, fit_rows + generated_fit,
-                               train_rows + generated)
+    result = train_recommender(config, split_data, fit_rows + generated.fit,
+                               train_rows + generated.train)
   _record(summary, AUGMENTED_NAMES[source], result, split_data, k)
   if source == "gan" and split_data.has_test:
     summary.retrieval = {"interaction GAN alone": evaluate_retrieval(
-        train_score, split_data, k), **summary.retrieval}
+        generated.train_score, split_data, k), **summary.retrieval}
   summary.augmentation = AugmentationSummary(
-      len(generated), len(np.unique(generated.user)),
-      config.augmentation.weight, gan_metrics,
-      evaluate.gini(generated.item, split_data.data.num_items),
+      len(generated.train), len(np.unique(generated.train.user)),
+      config.augmentation.weight, generated.gan_metrics,
+      evaluate.gini(generated.train.item, split_data.data.num_items),
       evaluate.gini(train_rows.item, split_data.data.num_items))
-  return result, fit_rows + generated_fit, train_rows + generated
+  return (result, fit_rows + generated.fit, train_rows + generated.train)
 
 
 def _interaction_scorers(config: RunConfig, split_data: SplitData,
