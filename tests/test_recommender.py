@@ -44,9 +44,11 @@ def test_early_stopping_recorded_best_epoch(trained):
 
 def test_history_table_latest_items_first():
   table = model_lib.history_table(
-      user=np.array([1, 1, 1, 2]), item=np.array([5, 6, 7, 8]),
-      timestamp=np.array([3.0, 1.0, 2.0, 0.0]), num_users=3, length=2)
-  assert table.tolist() == [[0, 0], [5, 7], [8, 0], [0, 0]]
+      user=np.array([1, 1, 1, 2, 2, 2]), item=np.array([5, 6, 7, 8, 9, 4]),
+      timestamp=np.array([3.0, 1.0, 2.0, 0.0, 0.0, 0.0]), num_users=3,
+      length=2)
+  # User 2's items tie in time: the later rows are the later items.
+  assert table.tolist() == [[0, 0], [5, 7], [4, 9], [0, 0]]
 
 
 def test_causal_history_holds_only_earlier_items_latest_first():

@@ -16,8 +16,10 @@ from tfgan_rec.recommender import towers
 
 def history_table(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
                   num_users: int, length: int) -> np.ndarray:
-  """[num_users + 1, length] matrix of each user's latest items, 0-padded."""
-  order = np.lexsort((np.arange(len(user)), -timestamp, user))
+  """[num_users + 1, length] matrix of each user's latest items, 0-padded.
+  Ties in time keep the rows' order (the later row is the later item), as
+  the split's and `earlier_counts`'."""
+  order = np.lexsort((-np.arange(len(user)), -timestamp, user))
   sorted_user = user[order]
   starts = np.searchsorted(sorted_user, sorted_user, side="left")
   rank = np.arange(len(order)) - starts
