@@ -58,6 +58,12 @@ def dense_rows(values, splits, users, width) -> tf.Tensor:
                        tf.stack([tf.shape(users)[0], width]))
 
 
+def row_lengths(splits, users) -> tf.Tensor:
+  """How many items each of `users` has in a ragged (values, splits)
+  table."""
+  return tf.gather(splits, users + 1) - tf.gather(splits, users)
+
+
 def window_rows(values, splits, users, begin, length, width) -> tf.Tensor:
   """Binary [len(users), width] rows holding each user's items at positions
   begin .. begin + length - 1 of their (time-ordered) slice of `values`;
@@ -203,8 +209,7 @@ class GANTrainer(loop.AdversarialLoop):
       real = dense_rows(self.seen_values, self.seen_splits, users, self.width)
       return real, self._condition(
           users, real * tf.cast(batch["keep"], tf.float32))
-    count = tf.gather(self.seen_splits, users + 1) - tf.gather(
-        self.seen_splits, users)
+    count = row_lengths(self.seen_splits, users)
     # The cut leaves at least one item on each side.
     cut = 1 + tf.cast(batch["cut"] * tf.cast(count - 1, tf.float32),
                       count.dtype)
@@ -261,7 +266,7 @@ class GANTrainer(loop.AdversarialLoop):
     """The history rows `generate` conditions on."""
     if self.config.target == "profile":
       return dense_rows(values, splits, users, self.width)
-    count = tf.gather(splits, users + 1) - tf.gather(splits, users)
+    count = row_lengths(splits, users)
     return window_rows(values, splits, users, count - self.config.context,
                        self.config.context, self.width)
 
