@@ -169,7 +169,7 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
     with (recommender_strategy.scope() if recommender_strategy
           else contextlib.nullcontext()):
       model = training.build_model(config, data, rows)
-    dataset = training.make_dataset(rows, config.train.batch_size, seed)
+    dataset = training.training_dataset(config, rows)
     return model, _timed_epochs(model, dataset, epochs)
 
   model, tfrs_epochs = stages.run(

@@ -188,6 +188,16 @@ def make_dataset(rows: Examples, batch_size: int, seed: int,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def training_dataset(config: RunConfig, rows: Examples) -> tf.data.Dataset:
+  """The shuffled batches a model built by `build_model(config, ..., rows)`
+  trains on (with each row's earlier items under `model.causal_history`)."""
+  earlier = (EarlierItems.of_rows(rows, history_mask(config, rows),
+                                  config.model.history_length)
+             if config.model.causal_history else None)
+  return make_dataset(rows, config.train.batch_size, config.seed,
+                      earlier=earlier)
+
+
 def _with_history(batch: Dict[str, tf.Tensor],
                   earlier: EarlierItems) -> Dict[str, tf.Tensor]:
   batch = dict(batch)
@@ -250,11 +260,7 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
   """
   with strategy.scope() if strategy else contextlib.nullcontext():
     model = build_model(config, data, rows)
-  earlier = (EarlierItems.of_rows(rows, history_mask(config, rows),
-                                  config.model.history_length)
-             if config.model.causal_history else None)
-  dataset = make_dataset(rows, config.train.batch_size, config.seed,
-                         earlier=earlier)
+  dataset = training_dataset(config, rows)
   key = f"val_recall@{config.eval.k}"
   best, best_epoch, best_weights, history = -1.0, 0, None, []
   for epoch in range(1, config.train.epochs + 1):
