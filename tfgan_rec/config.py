@@ -99,8 +99,10 @@ class ModelConfig:
       "their history items (off: by id or graph embedding and features "
       "only)")
   history_length: int = 100
+  # Measured on MovieLens 100K, 5 seeds: Recall@20 +21.9% overall
+  # (+0.0407 ± 0.0089 paired), +13.8% on sparse users, every seed up.
   causal_history: bool = setting(
-      False, "in training, a row's pooled history holds only the user's "
+      True, "in training, a row's pooled history holds only the user's "
       "items before it in time, as when serving (off: all the user's "
       "other items)")
   history_dropout: float = 0.2
