@@ -15,7 +15,8 @@ and the paired difference against the twin.
         --variant profile='{"item_to_item": false}'
 
 A variant is a name and a JSON object of `GANConfig` fields (plus
-"augmentation": {...} for `AugmentationConfig` fields); `--model` sets
+"augmentation": {...} for `AugmentationConfig` fields and "model": {...}
+for `ModelConfig` fields of the augmented recommender); `--model` sets
 `ModelConfig` fields for the twin and every variant. Finished (seed,
 variant) pairs are kept in `--results` (default
 benchmarks/results/gan_augmentation.json) and skipped when the script is
@@ -78,6 +79,7 @@ def configured(seed: int, overrides: dict, model: dict) -> RunConfig:
   config = RunConfig(seed=seed)
   overrides = dict(overrides)
   augment = {"source": "gan", **overrides.pop("augmentation", {})}
+  model = {**model, **overrides.pop("model", {})}
   return dataclasses.replace(
       config, gan=dataclasses.replace(config.gan, **overrides),
       augmentation=dataclasses.replace(config.augmentation, **augment),
