@@ -17,7 +17,8 @@ and the paired difference against the twin.
 A variant is a name and a JSON object of `GANConfig` fields (plus
 "augmentation": {...} for `AugmentationConfig` fields and "model": {...}
 for `ModelConfig` fields of the augmented recommender); `--model` sets
-`ModelConfig` fields for the twin and every variant. Finished (seed,
+`ModelConfig` fields for the twin and every variant, `--data` the split's
+`DataConfig` fields. Finished (seed,
 variant) pairs are kept in `--results` (default
 benchmarks/results/gan_augmentation.json) and skipped when the script is
 run again.
@@ -75,8 +76,11 @@ def augmented(config: RunConfig, split_data) -> dict:
               generated.gan_metrics.items()}}
 
 
-def configured(seed: int, overrides: dict, model: dict) -> RunConfig:
+def configured(seed: int, overrides: dict, model: dict,
+               data: dict) -> RunConfig:
   config = RunConfig(seed=seed)
+  config = dataclasses.replace(
+      config, data=dataclasses.replace(config.data, **data))
   overrides = dict(overrides)
   augment = {"source": "gan", **overrides.pop("augmentation", {})}
   model = {**model, **overrides.pop("model", {})}
@@ -119,15 +123,19 @@ def main() -> None:
                       help="JSON of ModelConfig fields for the twin and "
                       "every variant (keep each setting's results apart "
                       "with --results)")
+  parser.add_argument("--data", default="{}",
+                      help="JSON of DataConfig fields, e.g. "
+                      '\'{"sparse_mode": "oldest"}\' (returning users)')
   parser.add_argument("--results", default=RESULTS)
   args = parser.parse_args()
   variants = dict(v.split("=", 1) for v in args.variant) or {"default": "{}"}
-  model = json.loads(args.model)
+  model, data = json.loads(args.model), json.loads(args.data)
   path = args.results
   results = json.load(open(path)) if os.path.exists(path) else {}
-  if results.setdefault("model", model) != model:
-    raise SystemExit(f"{path} holds runs with model settings "
-                     f"{results['model']}; pass another --results.")
+  for key, value in (("model", model), ("data", data)):
+    if results.setdefault(key, value) != value:
+      raise SystemExit(f"{path} holds runs with {key} settings "
+                       f"{results[key]}; pass another --results.")
   for seed in args.seeds:
     split_data = None
     for name, overrides in [("twin", None), *variants.items()]:
@@ -138,7 +146,7 @@ def main() -> None:
                          f"another name.")
       if stored:
         continue
-      config = configured(seed, json.loads(overrides or "{}"), model)
+      config = configured(seed, json.loads(overrides or "{}"), model, data)
       split_data = split_data or pipeline.prepare(config.data, seed)
       outcome = (twin(config, split_data) if overrides is None
                  else augmented(config, split_data))
