@@ -79,6 +79,17 @@ def test_trainer_traces_once_and_holds_out_validation_users(user_trainer):
       trainer.validation_users)
 
 
+def test_new_user_episodes_score_a_users_first_items(user_trainer):
+  _, ready, _, trainer = user_trainer
+  users, first = user_gan.new_user_episodes(trainer)
+  data = ready.data
+  for user, items in zip(users[:5], first):
+    rows = np.flatnonzero(data.user[ready.split.train] == user)
+    rows = ready.split.train[rows]
+    oldest = data.item[rows][np.lexsort((data.timestamp[rows],))]
+    assert items[items > 0].tolist() == oldest[:len(items)].tolist()
+
+
 def test_blend_weight_zero_keeps_tower_and_one_gives_generated(user_trainer):
   config, ready, result, trainer = user_trainer
   model = result.model

@@ -7,8 +7,9 @@ embedding with the tower's own is chosen per history-length bucket:
 - users with interactions (1-5, 6-19, 20 or more): on the validation split,
   with the early-stopped model (the one the validation figures belong to);
 - users with none (known by features only): on features-only episodes of
-  dense users the generator never learned from, against the tower's own
-  features-only query (user id 0, empty history).
+  dense users the generator never learned from, scored on their first
+  items, against the tower's own features-only query (user id 0, empty
+  history).
 
 The chosen weights are then used with a generator retrained against the
 refit model, as the refit reuses the epochs early stopping chose.
@@ -132,8 +133,8 @@ def _new_user_recalls(config: RunConfig, model: TwoStageModel,
                       layer: user_gan.ThinUserQuery,
                       trainer: user_gan.UserGANTrainer) -> Dict[float, float]:
   """{weight: Recall@K} on features-only episodes of dense users the
-  generator never learned from."""
-  users, following = user_gan.new_user_episodes(trainer, config.seed)
+  generator never learned from, scored on their first items."""
+  users, following = user_gan.new_user_episodes(trainer)
   if not len(users):
     return {0.0: 0.0}
   features = model.user_feature_rows(users)
