@@ -146,8 +146,13 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
           "TFRS, latest 5 items only (no GAN)"} <= set(metrics["retrieval"])
   assert set(metrics["user_generator"]["weights"]) == {
       "no history", "1-5", "6-19", "20+"}
-  assert 0 <= metrics["augmentation"]["gini_generated"] <= 1
-  assert metrics["augmentation"]["generated"] > 0
+  generated = metrics["augmentation"]
+  assert 0 <= generated["gini_generated"] <= 1 and generated["generated"] > 0
+  # The popularity profile: shares per tenth of the catalogue, and its PNG.
+  for shares in (generated["popularity_generated"],
+                 generated["popularity_real"]):
+    assert len(shares) == 10 and abs(sum(shares) - 1) < 1e-6
+  assert (run_dir / "generated_popularity.png").stat().st_size > 1000
   new_items = metrics["new_items"]
   assert set(new_items["retrieval"]) == {"tower embeddings", "random",
                                          "GAN-generated embeddings"}

@@ -8,7 +8,7 @@ Definitions (per user with at least one held-out item, then averaged):
 - Coverage@K = distinct items recommended to the slice / catalogue size.
 Items the user has in training are never recommended.
 """
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from scipy import sparse
@@ -99,6 +99,33 @@ def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
 
 def rmse(predictions: np.ndarray, ratings: np.ndarray) -> float:
   return float(np.sqrt(np.mean((np.asarray(predictions) - ratings) ** 2)))
+
+
+def popularity_shares(items: np.ndarray, reference: np.ndarray,
+                      num_items: int, buckets: int = 10) -> List[float]:
+  """The share of `items` in each of `buckets` equal groups of the
+  catalogue, the groups ordered by the items' popularity in `reference`
+  (most popular first; ties by item index). A generator with the real
+  data's popularity profile gives the real items' shares.
+
+  Args:
+    items: item indices (1 .. num_items), e.g. generated interactions.
+    reference: the item indices that rank the catalogue (real ones).
+    num_items: catalogue size.
+    buckets: how many groups.
+  Returns:
+    `buckets` shares summing to 1 (all 0 when `items` is empty).
+
+  >>> popularity_shares(np.array([1, 1, 2, 3]), np.array([1, 1, 2]), 4, 2)
+  [0.75, 0.25]
+  """
+  popularity = np.bincount(reference, minlength=num_items + 1)[1:]
+  rank = np.empty(num_items, np.int64)
+  rank[np.argsort(-popularity, kind="stable")] = np.arange(num_items)
+  group = rank * buckets // max(num_items, 1)
+  counts = np.bincount(group[np.asarray(items) - 1], minlength=buckets)
+  total = counts.sum()
+  return [float(c / total) if total else 0.0 for c in counts]
 
 
 def gini(items: np.ndarray, num_items: int) -> float:

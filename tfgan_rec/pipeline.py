@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import (augmentation, baselines, cluster, evaluate, release,
-                       report, saved_models, thin_users)
+from tfgan_rec import (augmentation, baselines, cluster, evaluate, plots,
+                       release, report, saved_models, thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
                               NewItemSummary, RunSummary,
                               UserGeneratorSummary)
@@ -532,7 +532,10 @@ def _augmented_twin(config: RunConfig, split_data: SplitData,
       len(generated.train), len(np.unique(generated.train.user)),
       config.augmentation.weight, generated.gan_metrics,
       evaluate.gini(generated.train.item, split_data.data.num_items),
-      evaluate.gini(train_rows.item, split_data.data.num_items))
+      evaluate.gini(train_rows.item, split_data.data.num_items),
+      *(evaluate.popularity_shares(items, train_rows.item,
+                                   split_data.data.num_items)
+        for items in (generated.train.item, train_rows.item)))
   return (result, fit_rows + generated.fit, train_rows + generated.train)
 
 
@@ -610,3 +613,9 @@ def write_summary(summary: RunSummary, run_dir: str) -> None:
     json.dump(summary.to_dict(), f, indent=2)
   with open(os.path.join(run_dir, REPORT_FILE), "w", encoding="utf-8") as f:
     f.write(report.markdown_report(summary))
+  generated = summary.augmentation
+  if generated and generated.popularity_generated:
+    plots.popularity_profile(
+        generated.popularity_real, generated.popularity_generated,
+        generated.gini_real, generated.gini_generated,
+        os.path.join(run_dir, plots.POPULARITY_PNG))

@@ -30,6 +30,10 @@ class AugmentationSummary:
   gan_last_step: Dict[str, float]
   gini_generated: float
   gini_real: float
+  # Share of the interactions per tenth of the catalogue ranked by real
+  # popularity, most popular first (`evaluate.popularity_shares`).
+  popularity_generated: List[float] = dataclasses.field(default_factory=list)
+  popularity_real: List[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -136,6 +140,18 @@ def _header(summary: RunSummary, k: int) -> List[str]:
         f"their items {generated.gini_generated:.3f} (real interactions "
         f"{generated.gini_real:.3f}); the twin without them is trained on "
         f"the same split with the same seed")
+    if generated.popularity_generated:
+      lines.append(
+          "- share of generated / real interactions in the catalogue's "
+          "most popular tenth: "
+          f"{generated.popularity_generated[0]:.3f} / "
+          f"{generated.popularity_real[0]:.3f} (every tenth: "
+          "metrics.json, picture: generated_popularity.png)")
+    if "diversity" in generated.gan_last_step:
+      lines.append(
+          "- batch diversity of the generated vectors at the GAN's last "
+          f"step: {generated.gan_last_step['diversity']:.3f} (near 0: mode "
+          "collapse)")
   lines += [f"- {what}: {decision}"
             for what, decision in summary.decisions.items()]
   if summary.privacy:
