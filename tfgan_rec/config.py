@@ -184,10 +184,6 @@ class GANConfig:
                          "generator is conditioned on", flag="gan_context")
   horizon: int = setting(10, "with --gan-target next: how many following "
                          "items are the real sample", flag="gan_horizon")
-  context_decay: float = setting(
-      1.0, "with --gan-target next: the condition weighs the latest item 1, "
-      "the one before it this much, the one before that its square, ... (1: "
-      "the items without their order)", flag="gan_context_decay")
   item_to_item: bool = setting(
       True, "the generator adds a linear item-to-item map of the history "
       "to its MLP's scores", flag="gan_item_to_item")

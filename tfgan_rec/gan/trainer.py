@@ -64,22 +64,16 @@ def row_lengths(splits, users) -> tf.Tensor:
   return tf.gather(splits, users + 1) - tf.gather(splits, users)
 
 
-def window_rows(values, splits, users, begin, length, width,
-                decay: float = 1.0) -> tf.Tensor:
-  """[len(users), width] rows holding each user's items at positions
+def window_rows(values, splits, users, begin, length, width) -> tf.Tensor:
+  """Binary [len(users), width] rows holding each user's items at positions
   begin .. begin + length - 1 of their (time-ordered) slice of `values`;
   positions outside the user's slice are left out. `begin` is counted from
-  the user's first item and may be negative. The window's last position
-  weighs 1, the one before it `decay`, then `decay`**2, ... (binary rows
-  with the default 1); an item twice in the window is capped at 1.
+  the user's first item and may be negative.
 
   >>> window_rows(tf.constant([1, 2, 3, 2]), tf.constant([0, 3, 4]),
   ...             tf.constant([0, 1]), tf.constant([1, -1]), 2, 4).numpy()
   array([[0., 0., 1., 1.],
          [0., 0., 1., 0.]], dtype=float32)
-  >>> window_rows(tf.constant([1, 2, 3]), tf.constant([0, 3]),
-  ...             tf.constant([0]), tf.constant([0]), 3, 4, 0.5).numpy()
-  array([[0.  , 0.25, 0.5 , 1.  ]], dtype=float32)
   """
   first = tf.gather(splits, users)
   end = tf.gather(splits, users + 1)
@@ -90,11 +84,9 @@ def window_rows(values, splits, users, begin, length, width,
       position, 0, tf.maximum(tf.cast(tf.size(values), first.dtype) - 1, 0)))
   rows = tf.broadcast_to(tf.range(tf.shape(users)[0])[:, None],
                          tf.shape(items))
-  weight = decay ** tf.range(length - 1, -1, -1, dtype=tf.float32)
   counts = tf.scatter_nd(
       tf.stack([rows, tf.cast(items, tf.int32)], axis=-1),
-      tf.cast(inside, tf.float32) * weight[None, :],
-      tf.stack([tf.shape(users)[0], width]))
+      tf.cast(inside, tf.float32), tf.stack([tf.shape(users)[0], width]))
   return tf.minimum(counts, 1.0)
 
 
@@ -221,12 +213,10 @@ class GANTrainer(loop.AdversarialLoop):
     # The cut leaves at least one item on each side.
     cut = 1 + tf.cast(batch["cut"] * tf.cast(count - 1, tf.float32),
                       count.dtype)
-    window = lambda begin, length, decay=1.0: window_rows(
-        self.seen_values, self.seen_splits, users, begin, length, self.width,
-        decay)
+    window = lambda begin, length: window_rows(
+        self.seen_values, self.seen_splits, users, begin, length, self.width)
     return (window(cut, cfg.horizon),
-            self._condition(users, window(cut - cfg.context, cfg.context,
-                                          cfg.context_decay)))
+            self._condition(users, window(cut - cfg.context, cfg.context)))
 
   # --- the step --------------------------------------------------------------
 
@@ -278,8 +268,7 @@ class GANTrainer(loop.AdversarialLoop):
       return dense_rows(values, splits, users, self.width)
     count = row_lengths(splits, users)
     return window_rows(values, splits, users, count - self.config.context,
-                       self.config.context, self.width,
-                       self.config.context_decay)
+                       self.config.context, self.width)
 
   def noise_source(self) -> tf.random.Generator:
     """The seeded noise `generate` draws from by default."""
