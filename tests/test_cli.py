@@ -255,8 +255,12 @@ def test_augment_auto_says_what_it_used_and_why(tmp_path):
   assert decision.startswith(("kept:", "not used:"))
   assert "validation Recall@20" in decision
   assert "user generator" in metrics["decisions"]
+  # New items: decided on the items first taken in the validation split.
+  new_items = metrics["decisions"]["new-item embeddings"]
+  assert new_items.startswith(("kept", "not used:")), new_items
   report = (run_dir / "report.md").read_text()
   assert "- generated interactions: " in report
+  assert "- new-item embeddings: " in report
 
 
 def test_augment_auto_needs_a_validation_split(tmp_path, capsys):

@@ -247,6 +247,18 @@ def cold_item_retrieval(config: RunConfig, split_data: SplitData,
                         candidates: Optional[np.ndarray]) -> Dict[str, dict]:
   """Retrieval among the held-out cold items only: the tower's own
   embeddings, the generated ones, and random scores."""
+  return _retrieval_among(config, split_data, model, candidates,
+                          split_data.cold_items, "train", "test")
+
+
+def _retrieval_among(config: RunConfig, split_data: SplitData,
+                     model: TwoStageModel, candidates: Optional[np.ndarray],
+                     items: np.ndarray, known: str,
+                     held_out: str) -> Dict[str, dict]:
+  """Overall retrieval metrics of the `held_out` part's interactions with
+  `items`, ranked among `items` only (the `known` part's excluded), by the
+  tower's own item embeddings, the `candidates` matrix (if given) and
+  random scores; {} when nobody in `held_out` took one of `items`."""
   rng = np.random.default_rng(config.seed)
   width = split_data.data.num_items + 1
   scorers = {
@@ -258,11 +270,37 @@ def cold_item_retrieval(config: RunConfig, split_data: SplitData,
         lambda u: training.score_all_items(model, u, candidates))
   matrices = split_data.matrices
   retrieval = {name: evaluate.evaluate_retrieval(
-      score, matrices["train"], matrices["test"], config.eval.k,
-      candidates=split_data.cold_items) for name, score in scorers.items()}
-  # {} when no test user has a cold item: nothing to report.
+      score, matrices[known], matrices[held_out], config.eval.k,
+      candidates=items) for name, score in scorers.items()}
   return {name: metrics["overall"] for name, metrics in retrieval.items()
           if metrics}
+
+
+def new_items_help(config: RunConfig, split_data: SplitData,
+                   fit_model: TwoStageModel) -> Tuple[bool, str]:
+  """`--augment auto`'s choice for new items, on the validation split:
+  the items nobody took in the fit part but somebody took in validation
+  (new items at validation time) get generated embeddings from a content
+  generator trained on the fit model's warm items; they are kept if they
+  rank those validation interactions at least as well as the fit model's
+  own embeddings. Returns (keep, the figures)."""
+  k, fit_rows = config.eval.k, split_data.examples("fit")
+  candidates, untrained = generate_new_item_embeddings(
+      config, split_data, fit_model, fit_rows)
+  taken = np.asarray(split_data.matrices["validation"].sum(axis=0)).ravel()
+  probe = untrained[taken[untrained] > 0]
+  if candidates is None or not len(probe):
+    return True, ("kept (the measured default): no item is new in the "
+                  "validation split, nothing to decide on")
+  recall = {name: metrics[f"recall@{k}"] for name, metrics in
+            _retrieval_among(config, split_data, fit_model, candidates,
+                             probe, "fit", "validation").items()}
+  generated, tower = recall["GAN-generated embeddings"], recall[
+      "tower embeddings"]
+  keep = generated >= tower
+  return keep, (f"{'kept' if keep else 'not used'}: validation Recall@{k} "
+                f"among the {len(probe)} items new in validation "
+                f"{generated:.4f} generated vs {tower:.4f} the tower's own")
 
 
 # --- evaluate ----------------------------------------------------------------
@@ -387,9 +425,10 @@ def _run(config: RunConfig, run_dir: str, out_dir: str,
       retrieval={}, rmse={}, augmentation=None, user_generator=None,
       decisions={}, new_items=None,
       seconds=timer.seconds, exports={}, run_dir=out_dir)
-  model, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
-                                    summary)
-  candidates = _new_items(config, split_data, model, rows, timer, summary,
+  result, rows = _train_and_evaluate(config, split_data, checkpoints, timer,
+                                     summary)
+  model = result.model
+  candidates = _new_items(config, split_data, result, rows, timer, summary,
                           checkpoints)
   if config.privacy.release:
     with timer("release generator"):
@@ -420,10 +459,11 @@ def train_release(config: RunConfig, split_data: SplitData,
 def _train_and_evaluate(config: RunConfig, split_data: SplitData,
                         checkpoints: Optional[str], timer: StageTimer,
                         summary: RunSummary
-                        ) -> Tuple[TwoStageModel, Examples]:
+                        ) -> Tuple[training.FitResult, Examples]:
   """Baselines, the recommender and, with augmentation, its augmented twin
-  and the user generator; fills `summary` and returns the model to export
-  with the examples it was trained on."""
+  and the user generator; fills `summary` and returns the trained model to
+  export (and its early-stopped one) with the examples it was trained
+  on."""
   k = config.eval.k
   _baselines(split_data, k, timer, summary)
   fit_rows, train_rows = split_data.examples("fit"), split_data.examples(
@@ -432,7 +472,7 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
     result = train_recommender(config, split_data, fit_rows, train_rows)
   _record(summary, MODEL_NAME, result, split_data, k)
   if config.augmentation.source == "none":
-    return result.model, train_rows
+    return result, train_rows
   if config.augmentation.items_per_user > 0:
     result, fit_rows, train_rows = _augmented_or_twin(
         config, split_data, result, (fit_rows, train_rows), checkpoints,
@@ -455,7 +495,7 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
         "blend weight per history length, chosen on validation (0: not "
         "used): " + ", ".join(f"{bucket} {weight:g}" for bucket, weight in
                               summary.user_generator.weights.items()))
-  return result.model, train_rows
+  return result, train_rows
 
 
 def _baselines(split_data: SplitData, k: int, timer: StageTimer,
@@ -585,13 +625,21 @@ def _record(summary: RunSummary, name: str, result: training.FitResult,
     summary.rmse = {name: rmse, **summary.rmse}
 
 
-def _new_items(config: RunConfig, split_data: SplitData, model: TwoStageModel,
-               rows: Examples, timer: StageTimer, summary: RunSummary,
+def _new_items(config: RunConfig, split_data: SplitData,
+               result: training.FitResult, rows: Examples, timer: StageTimer,
+               summary: RunSummary,
                checkpoints: Optional[str]) -> Optional[np.ndarray]:
   """Generated embeddings for the items `rows` never mention (with GAN
-  augmentation) and the cold-item report; returns the candidate matrix to
-  export, if any."""
+  augmentation; with `--augment auto` only if `new_items_help`) and the
+  cold-item report; returns the candidate matrix to export, if any."""
+  model, fit_model = result.model, result.fit_model
   candidates = None
+  if summary.new_items is not None and config.augmentation.source == "auto":
+    with timer("new-item decision"):
+      keep, figures = new_items_help(config, split_data, fit_model or model)
+    summary.decisions["new-item embeddings"] = figures
+    if not keep:
+      summary.new_items = None
   if summary.new_items is not None:
     with timer("new-item generator"):
       candidates, untrained = generate_new_item_embeddings(
