@@ -43,6 +43,41 @@ def user_metrics(recommended: np.ndarray, truth: sparse.csr_matrix) -> dict:
           "hit_rate": hits.any(axis=1).astype(np.float64)}
 
 
+def per_user_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
+                       test: sparse.csr_matrix, k: int = 20,
+                       batch_size: int = 1024,
+                       candidates: Optional[np.ndarray] = None):
+  """The per-user metrics `evaluate_retrieval` averages.
+
+  Returns:
+    (users with held-out items [n], {"recall": [n], "ndcg": [n],
+    "hit_rate": [n]}, their top-k items [n, k]); `candidates` as for
+    `evaluate_retrieval`.
+  """
+  blocked = None
+  if candidates is not None:
+    blocked = np.ones(train.shape[1], dtype=bool)
+    blocked[candidates] = False
+    test = test.multiply(~blocked[None, :]).tocsr()
+    test.eliminate_zeros()
+  users = np.flatnonzero(np.asarray(test.sum(axis=1)).ravel() > 0)
+  per_user = {"recall": [], "ndcg": [], "hit_rate": []}
+  recommended = []
+  for start in range(0, len(users), batch_size):
+    batch = users[start:start + batch_size]
+    scores = np.array(score_fn(batch), dtype=np.float32)
+    if blocked is not None:
+      scores[:, blocked] = -np.inf
+    top = top_k(scores, train[batch], k)
+    for name, values in user_metrics(top, test[batch]).items():
+      per_user[name].append(values)
+    recommended.append(top)
+  if not len(users):
+    return users, {name: np.zeros(0) for name in per_user}, np.zeros((0, k))
+  return (users, {name: np.concatenate(v) for name, v in per_user.items()},
+          np.concatenate(recommended))
+
+
 def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
                        test: sparse.csr_matrix, k: int = 20,
                        slices: Optional[Dict[str, np.ndarray]] = None,
@@ -58,30 +93,11 @@ def evaluate_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
   Returns {slice: {"recall@k": ..., "ndcg@k": ..., ..., "users": n}}; {}
   when no user has a held-out item.
   """
-  num_items = train.shape[1] - 1
-  blocked = None
-  if candidates is not None:
-    blocked = np.ones(train.shape[1], dtype=bool)
-    blocked[candidates] = False
-    test = test.multiply(~blocked[None, :]).tocsr()
-    test.eliminate_zeros()
-    num_items = len(candidates)
-  users = np.flatnonzero(np.asarray(test.sum(axis=1)).ravel() > 0)
+  users, per_user, recommended = per_user_retrieval(
+      score_fn, train, test, k, batch_size, candidates)
   if not len(users):
     return {}
-  per_user = {"recall": [], "ndcg": [], "hit_rate": []}
-  recommended = []
-  for start in range(0, len(users), batch_size):
-    batch = users[start:start + batch_size]
-    scores = np.array(score_fn(batch), dtype=np.float32)
-    if blocked is not None:
-      scores[:, blocked] = -np.inf
-    top = top_k(scores, train[batch], k)
-    for name, values in user_metrics(top, test[batch]).items():
-      per_user[name].append(values)
-    recommended.append(top)
-  per_user = {name: np.concatenate(v) for name, v in per_user.items()}
-  recommended = np.concatenate(recommended)
+  num_items = train.shape[1] - 1 if candidates is None else len(candidates)
   masks = {"overall": np.ones(train.shape[0], dtype=bool), **(slices or {})}
   report = {}
   for name, mask in masks.items():
