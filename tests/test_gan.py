@@ -76,28 +76,6 @@ def test_next_items_target_splits_each_history_in_time():
   assert [np.flatnonzero(row).tolist() for row in latest] == [[1, 2], [3]]
 
 
-def test_transition_prior_starts_item_to_item_at_scaled_transitions():
-  """--gan-transition-prior: the item-to-item kernel starts as one of
-  TRANSITION_SCALES times the Transitions baseline's matrix of the same
-  time-ordered histories (zeros without it)."""
-  user, item = np.array([1, 1, 1, 2, 2, 2]), np.array([1, 2, 3, 1, 2, 4])
-  time = np.array([0.0, 1, 2, 0, 1, 2])
-  data = gan_trainer.GANData.from_rows(user, item, 2, 4, FeatureTable(),
-                                       timestamp=time)
-  transitions = baselines.ItemTransitions(user, item, time, 2, 4)
-  expected = transitions.transitions.toarray()
-  for prior in (True, False):
-    trainer = gan_trainer.GANTrainer(
-        GANConfig(batch_size=2, transition_prior=prior), data)
-    kernel = trainer.generator.item_to_item.kernel.numpy()
-    if not prior:
-      assert not kernel.any()
-      continue
-    scale = kernel[1, 2] / expected[1, 2]
-    assert min(abs(scale - s) for s in gan_trainer.TRANSITION_SCALES) < 1e-4
-    np.testing.assert_allclose(kernel, scale * expected, rtol=1e-5)
-
-
 def test_softmax_ranking_by_hand():
   generated = tf.constant([[0.5, 0.8, 0.2, 0.9]])
   real = tf.constant([[0.0, 1.0, 0.0, 1.0]])
