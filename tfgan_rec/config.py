@@ -187,11 +187,6 @@ class GANConfig:
   item_to_item: bool = setting(
       True, "the generator adds a linear item-to-item map of the history "
       "to its MLP's scores", flag="gan_item_to_item")
-  transition_prior: bool = setting(
-      False, "the item-to-item map starts from next-item transition counts "
-      "of the training histories (the Transitions baseline), scaled as the "
-      "first episodes' ranking loss prefers, instead of zeros",
-      flag="gan_transition_prior")
   # The next-items target's measured setting (5 seeds, README): a softmax
   # ranking term and few shown negatives, no CFGAN reconstruction terms;
   # --gan-target profile was measured with ranking 0, negatives 0.1, ZR 1,

@@ -100,14 +100,7 @@ def softmax_ranking(generated: tf.Tensor, real: tf.Tensor,
     The loss per example, [batch].
   """
   eps = 1e-6
-  return softmax_ranking_of_logits(
-      tf.math.log(generated + eps) - tf.math.log(1.0 - generated + eps),
-      real, catalogue)
-
-
-def softmax_ranking_of_logits(logits: tf.Tensor, real: tf.Tensor,
-                              catalogue: tf.Tensor) -> tf.Tensor:
-  """`softmax_ranking` of scores given as logits, [batch, items]."""
+  logits = tf.math.log(generated + eps) - tf.math.log(1.0 - generated + eps)
   logits += (catalogue - 1.0) * 1e9
   real = real * catalogue
   log_probability = tf.nn.log_softmax(logits, axis=-1)

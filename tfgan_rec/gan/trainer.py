@@ -13,7 +13,6 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import baselines
 from tfgan_rec.config import GANConfig
 from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import losses, loop
@@ -25,10 +24,6 @@ log = logging.getLogger(__name__)
 # The generator's item-to-item path has items^2 weights (and Adam two more
 # copies): 5,000 items are 25M weights, 300 MB with the optimizer.
 ITEM_TO_ITEM_MAX_ITEMS = 5_000
-# The transition prior's candidate scales and the steps whose episodes
-# choose among them.
-TRANSITION_SCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
-PRIOR_STEPS = 8
 
 
 @dataclasses.dataclass
@@ -160,8 +155,6 @@ class GANTrainer(loop.AdversarialLoop):
                                 tf.zeros([1, self.width]))
     discriminator(generator(condition, tf.zeros([1, config.noise_dim])),
                   condition)
-    if generator.item_to_item is not None and config.transition_prior:
-      generator.item_to_item.kernel.assign(self._transition_prior())
     return self.adversaries(generator, discriminator, config.g_learning_rate,
                             config.d_learning_rate)
 
@@ -176,30 +169,6 @@ class GANTrainer(loop.AdversarialLoop):
                   self.data.num_items, ITEM_TO_ITEM_MAX_ITEMS)
       return False
     return True
-
-  def _transition_prior(self) -> np.ndarray:
-    """The item-to-item kernel's starting point: `ItemTransitions`' matrix
-    of the training histories (which item follows which), times the scale
-    of TRANSITION_SCALES whose softmax ranking loss of the item-to-item
-    path alone is lowest on the first PRIOR_STEPS steps' episodes."""
-    data = self.data
-    user = np.repeat(np.arange(len(data.seen_splits) - 1),
-                     np.diff(data.seen_splits))
-    transitions = baselines.ItemTransitions(
-        user, data.seen_items, np.arange(len(user), dtype=np.float64),
-        len(data.seen_splits) - 2, data.num_items).transitions
-    prior = np.asarray(transitions.todense(), np.float32)
-    episodes = [self._real_and_condition(self.global_batch(
-        tf.constant(step, tf.int64))) for step in range(PRIOR_STEPS)]
-    loss = {scale: np.mean([losses.softmax_ranking_of_logits(
-        scale * tf.matmul(condition["history"], prior), real,
-        tf.cast(condition["history"] == 0, tf.float32)).numpy()
-                            for real, condition in episodes])
-            for scale in TRANSITION_SCALES}
-    best = min(loss, key=loss.get)
-    log.info("GAN item-to-item prior: transitions x %g (ranking loss %s)",
-             best, ", ".join(f"x{s:g} {v:.3f}" for s, v in loss.items()))
-    return best * prior
 
   # --- input -----------------------------------------------------------------
 
