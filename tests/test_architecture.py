@@ -18,7 +18,7 @@ LAYERS = [
     {"tfgan_rec", "tfgan_rec.errors", "tfgan_rec.config", "tfgan_rec.cluster"},
     {"tfgan_rec.data"},
     {"tfgan_rec.evaluate", "tfgan_rec.baselines", "tfgan_rec.layers",
-     "tfgan_rec.compact_index", "tfgan_rec.privacy",
+     "tfgan_rec.compact_index", "tfgan_rec.privacy", "tfgan_rec.plots",
      "tfgan_rec.privacy_audit"},
     {"tfgan_rec.recommender", "tfgan_rec.recommender.graph", "tfgan_rec.gan"},
     {"tfgan_rec.augmentation", "tfgan_rec.thin_users", "tfgan_rec.signatures",
