@@ -5,6 +5,8 @@ synthetic data release."""
 import dataclasses
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -67,9 +69,18 @@ def test_plan_splits_the_budget_and_bounds_the_cut_of_large_samples():
   overflow = 1000 * (1 + math.exp(plan.model_epsilon)) * (
       privacy.overflow_probability(plan.capacity, 943, 128 / 943))
   assert overflow <= 0.01 * plan.model_delta
-  assert plan.model_epsilon == pytest.approx(privacy.epsilon_spent(
-      plan.noise_multiplier, 128 / 943, 1000, 0.99 * 0.8e-5),
-      rel=1e-9)
+  # The model: DP-SGD and the item popularity's Gaussian, one account.
+  accountant = rdp_privacy_accountant.RdpAccountant()
+  accountant.compose(dp_event.PoissonSampledDpEvent(
+      128 / 943, dp_event.GaussianDpEvent(plan.noise_multiplier)), 1000)
+  accountant.compose(dp_event.GaussianDpEvent(plan.popularity_noise))
+  assert plan.model_epsilon == pytest.approx(
+      accountant.get_epsilon(0.99 * 0.8e-5), rel=1e-9)
+  alone = privacy.epsilon_spent(plan.popularity_noise, 1.0, 1,
+                                0.99 * 0.8e-5)
+  share = privacy.POPULARITY_SHARE * 2.4
+  assert 0.99 * share <= alone <= share
+  assert plan.length_epsilon == pytest.approx(privacy.LENGTH_SHARE * 0.6)
 
 
 def test_marginals_hide_values_few_users_hold():
@@ -91,6 +102,85 @@ def test_marginals_hide_values_few_users_hold():
   sample = exact.sample(4000, np.random.default_rng(1))
   share = (sample.columns["x"][1:] == "a").mean()
   assert share == pytest.approx(500 / 801, abs=0.03)
+
+
+def test_lengths_are_exact_without_noise_and_laplace_with_it():
+  lengths = np.array([1, 5, 5, 5, 7, 40, 41, 300])
+  exact = privacy.noisy_lengths(lengths, 500, math.inf,
+                                np.random.default_rng(0))
+  first, last = exact.bounds()
+  assert first[0] == 1 and last[-1] == 500 and (first[1:] == last[:-1] + 1
+                                                ).all()
+  counts = np.asarray(exact.counts)
+  assert counts.sum() == len(lengths)
+  assert counts[np.searchsorted(first, 5, side="right") - 1] == 3
+  drawn = exact.sample(2000, np.random.default_rng(1))
+  bins = np.searchsorted(first, drawn, side="right") - 1
+  assert set(bins) == set(np.flatnonzero(counts))
+  # Laplace(1 / eps) on each bin before the post-processing: a bin held
+  # by 100 users keeps 100 +- 1 / eps on average.
+  many = np.full(100, 5)
+  rng = np.random.default_rng(2)
+  fives = [privacy.noisy_lengths(many, 500, 0.5, rng).counts[4]
+           for _ in range(2000)]
+  assert np.mean(fives) == pytest.approx(100, abs=0.2)
+  assert np.std(fives) == pytest.approx(math.sqrt(2) / 0.5, rel=0.1)
+
+
+def test_popularity_has_sensitivity_one_and_the_prior_sums_to_one():
+  items = np.array([1, 2, 3, 1, 2, 1, 4], np.int32)
+  splits = np.array([0, 0, 3, 5, 7])  # user 0 (unknown) has none
+  exact = privacy.noisy_popularity(items, splits, np.array([1, 2, 3]), 5,
+                                   0.0, np.random.default_rng(0))
+  without = privacy.noisy_popularity(items, splits, np.array([1, 2]), 5,
+                                     0.0, np.random.default_rng(0))
+  # Removing user 3 (items 1 and 4) moves the vector by exactly 1 (L2).
+  assert np.linalg.norm(exact - without) == pytest.approx(1.0)
+  np.testing.assert_allclose(exact[1], 1 / math.sqrt(3) + 1 / math.sqrt(2)
+                             + 1 / math.sqrt(2))
+  noisy = np.stack([privacy.noisy_popularity(
+      items, splits, np.array([1, 2, 3]), 5, 2.0, np.random.default_rng(i))
+                    for i in range(2000)])
+  assert (noisy - exact).std() == pytest.approx(2.0, rel=0.05)
+  logits = privacy.prior_logits(noisy[0], 2.0)
+  assert logits[0] == 0 and np.exp(logits[1:]).sum() == pytest.approx(1.0)
+  # Items within twice the noise share the mean of their values.
+  tail = noisy[0][1:] <= 4.0
+  if tail.sum() > 1:
+    assert np.ptp(logits[1:][tail]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rows_are_drawn_without_replacement_with_a_softmax_gradient():
+  logits = tf.constant(np.log([[1e-30, 4, 3, 2, 1, 1, 1, 1, 1]]), tf.float32)
+  draws = 4000
+  lengths = tf.fill([draws], 3)
+  gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
+      [draws, 9], [0, 1], 1e-20, 1.0)))
+  repeated = tf.repeat(logits, draws, axis=0)
+  with tf.GradientTape() as tape:
+    tape.watch(repeated)
+    rows = release.private.draw_rows(repeated, lengths, gumbel)
+    loss = tf.reduce_sum(rows * tf.range(9, dtype=tf.float32))
+  np.testing.assert_array_equal(tf.reduce_sum(rows, -1).numpy(), 3.0)
+  assert not rows.numpy()[:, 0].any()  # the padding item
+  # Inclusion frequencies against release.generated_probabilities'
+  # approximation (Rosen): 1 - exp(-t w), t such that they sum to 3.
+  weights = np.exp(logits.numpy()[0, 1:])
+  low, high = 1e-6, 1e3
+  for _ in range(200):
+    t = math.sqrt(low * high)
+    low, high = (t, high) if (-np.expm1(-t * weights)).sum() < 3 else (
+        low, t)
+  np.testing.assert_allclose(rows.numpy().mean(0)[1:],
+                             -np.expm1(-t * weights), atol=0.03)
+  # Straight through: the gradient of 3 * softmax(logits).
+  with tf.GradientTape() as soft_tape:
+    soft_tape.watch(repeated)
+    soft = tf.reduce_sum(3.0 * tf.nn.softmax(repeated) *
+                         tf.range(9, dtype=tf.float32))
+  np.testing.assert_allclose(tape.gradient(loss, repeated).numpy(),
+                             soft_tape.gradient(soft, repeated).numpy(),
+                             rtol=1e-5, atol=1e-7)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +296,46 @@ def test_ghost_clipping_refuses_layers_it_cannot_norm():
     outputs = tf.reduce_sum(model(rows), -1)
   with pytest.raises(ValueError, match="layer_normalization"):
     recorder.squared_norms(tape, outputs)
+
+
+MIRRORED = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+import tensorflow as tf
+from helpers import gan_worker
+from tfgan_rec import privacy, release
+from tfgan_rec.gan import loop
+loop.use_logical_cpus(2)
+data = gan_worker.small_data()
+gan_data = gan_worker.gan_trainer.GANData.from_rows(
+    data.user, data.item, data.num_users, data.num_items, data.user_features)
+_, lengths, prior = release.release_summaries(gan_data, None,
+                                              np.random.default_rng(0))
+saved = {}
+for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
+  trainer = gan_worker.release(
+      data, strategy=tf.distribute.MirroredStrategy(devices),
+      lengths=lengths, prior=prior)
+  trainer.train()
+  saved.update({f"{name}_{i}": w.numpy() for i, w in
+                enumerate(trainer.generator.weights)})
+np.savez(sys.argv[1], **saved)
+"""
+
+
+def test_generator_pulled_to_the_prior_is_the_same_on_two_replicas(tmp_path):
+  # The pull reads the mean over the global batch: summed over replicas.
+  out = tmp_path / "weights.npz"
+  subprocess.run([sys.executable, "-c", MIRRORED, str(out),
+                  os.path.dirname(__file__)], check=True,
+                 capture_output=True, timeout=300)
+  saved = np.load(out)
+  count = len([k for k in saved.files if k.startswith("one_")])
+  assert count > 0
+  for i in range(count):
+    np.testing.assert_allclose(saved[f"one_{i}"], saved[f"two_{i}"],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_release_generator_never_reads_a_history(small_data):

@@ -4,9 +4,10 @@ items and interactions `python -m tfgan_rec.synthesize` writes.
 
 A run with `privacy.epsilon > 0` keeps in <run-dir>/release/:
 - `generator.*`: the release generator's weights (features + noise in,
-  scores over the catalogue out; no history input);
+  logits over the catalogue out; no history input);
 - `release.json`: its sizes, its feature preprocessing, the released
-  feature marginals and the privacy statement (what privacy.json says);
+  feature marginals and profile lengths and the privacy statement (what
+  privacy.json says);
 - `items.csv`: the item catalogue and its features, public by assumption
   (see docs/privacy.md).
 Nothing else there derives from the real users, and the run's
@@ -35,6 +36,8 @@ RELEASE_DIR, RELEASE_FILE, GENERATOR_PREFIX = ("release", "release.json",
                                                "generator")
 ITEMS_FILE, USERS_FILE, RATINGS_FILE, PRIVACY_FILE = (
     "items.csv", "users.csv", "ratings.csv", "privacy.json")
+# Synthetic users whose items are drawn at once (bounds the memory).
+CHUNK = 1024
 
 
 @dataclasses.dataclass
@@ -42,6 +45,7 @@ class Release:
   """A release generator and what generating from it needs."""
   generator: tf.keras.Model
   marginals: privacy.Marginals
+  lengths: privacy.Lengths
   privacy: dict
   items: pd.DataFrame
 
@@ -56,27 +60,52 @@ def train_release_generator(config: RunConfig, split_data: SplitData,
   gan_data = GANData.from_rows(rows.user, rows.item, data.num_users,
                                data.num_items, data.user_features)
   users, settings = gan_data.train_users, config.gan
-  plan, statement, rng = None, privacy.not_private(settings.steps,
-                                                   len(users)), None
+  plan, statement = None, privacy.not_private(settings.steps, len(users))
   if config.privacy.private:
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     plan = privacy.plan(config.privacy, len(users), settings.batch_size,
                         settings.steps, settings.d_steps, replicas)
     statement = plan.to_dict()
     rng = np.random.default_rng(secrets.randbits(128))
-    marginals = privacy.noisy_marginals(
-        data.user_features, users, plan.feature_epsilon, plan.feature_delta,
-        rng)
   else:
     rng = np.random.default_rng(config.seed)
-    marginals = privacy.noisy_marginals(data.user_features, users, math.inf,
-                                        1.0, rng)
+  marginals, lengths, prior = release_summaries(gan_data, plan, rng)
   released = marginals.sample(len(users), rng)
   trainer = private.ReleaseGANTrainer(settings, gan_data, released, plan,
-                                      config.seed, logdir=logdir)
+                                      config.seed, logdir=logdir,
+                                      lengths=lengths, prior=prior)
   trainer.train()
   statement["last_step"] = trainer.last_metrics
-  return Release(trainer.generator, marginals, statement, item_table(data))
+  return Release(trainer.generator, marginals, lengths, statement,
+                 item_table(data))
+
+
+def release_summaries(gan_data: GANData, plan: Optional[privacy.PrivacyPlan],
+                      rng: np.random.Generator) -> tuple:
+  """What the release reads of the real users besides the discriminator,
+  each DP with its share of `plan` (exact without a plan): the feature
+  marginals, the profile lengths and the generator's initial logits from
+  the item popularity.
+
+  Returns:
+    (privacy.Marginals, privacy.Lengths, prior logits [num_items + 1]).
+  """
+  users, num_items = gan_data.train_users, gan_data.num_items
+  lengths = np.diff(gan_data.seen_splits)[users]
+  if plan is None:
+    epsilon, delta, length_epsilon, noise = math.inf, 1.0, math.inf, 0.0
+  else:
+    epsilon = plan.feature_epsilon - plan.length_epsilon
+    delta, length_epsilon = plan.feature_delta, plan.length_epsilon
+    noise = plan.popularity_noise
+  marginals = privacy.noisy_marginals(gan_data.user_features, users, epsilon,
+                                      delta, rng)
+  released_lengths = privacy.noisy_lengths(lengths, num_items,
+                                           length_epsilon, rng)
+  popularity = privacy.noisy_popularity(
+      gan_data.seen_items, gan_data.seen_splits, users, num_items, noise, rng)
+  return (marginals, released_lengths,
+          privacy.prior_logits(popularity, noise))
 
 
 def item_table(data) -> pd.DataFrame:
@@ -102,6 +131,7 @@ def save_release(release: Release, config: GANConfig, run_dir: str) -> str:
                        .get_config(),
       "marginals": {"counts": release.marginals.counts,
                     "kinds": release.marginals.kinds},
+      "lengths": dataclasses.asdict(release.lengths),
       "privacy": release.privacy,
   }
   with open(os.path.join(folder, RELEASE_FILE), "w", encoding="utf-8") as f:
@@ -119,6 +149,9 @@ def load_release(run_dir: str) -> Release:
                      f"with --dp-epsilon (a number, or inf for no privacy).")
   with open(path, encoding="utf-8") as handle:
     description = json.load(handle)
+  if "lengths" not in description:
+    raise InputError(f"'{path}' is a release of an older version (item "
+                     f"scores without profile lengths); train it again.")
   preprocessing = FeaturePreprocessing.from_config(
       description["preprocessing"])
   config = GANConfig(noise_dim=description["gan"]["noise_dim"],
@@ -131,25 +164,29 @@ def load_release(run_dir: str) -> Release:
   marginals = privacy.Marginals(**description["marginals"])
   items = pd.read_csv(os.path.join(folder, ITEMS_FILE), dtype=str,
                       keep_default_na=False)
-  return Release(generator, marginals, description["privacy"], items)
+  return Release(generator, marginals,
+                 privacy.Lengths(**description["lengths"]),
+                 description["privacy"], items)
 
 
 def synthesize(release: Release, users: int, seed: int
                ) -> Dict[str, pd.DataFrame]:
   """`users` synthetic users: features drawn from the released marginals,
-  interactions drawn item by item with the generated probabilities (a
-  user drawing none gets their most likely item); rating 1 (implicit) and
-  random timestamps. Post-processing of the release: no privacy cost.
+  a profile length from the released lengths, and that many items drawn
+  without replacement from the generator's softmax (Gumbel top-k, as in
+  training); rating 1 (implicit) and random timestamps. Post-processing of
+  the release: no privacy cost.
 
   Returns:
     {"ratings", "users", "items"} frames in the CSV formats `train` reads.
   """
   rng = np.random.default_rng(seed)
-  features, scores = _draw_users(release, users, rng, seed)
-  drawn = rng.random(scores.shape) < scores
-  empty = ~drawn.any(axis=1)
-  drawn[empty, np.argmax(scores[empty], axis=1)] = True
-  user, item = np.nonzero(drawn)
+  features, logits, lengths = _draw_users(release, users, rng, seed)
+  user = np.repeat(np.arange(users), lengths)
+  item = np.concatenate([
+      _top_items(logits[start:start + CHUNK] + rng.gumbel(
+          size=logits[start:start + CHUNK].shape), lengths[start:start + CHUNK])
+      for start in range(0, users, CHUNK)])
   user_ids = np.array([f"s{i + 1}" for i in range(users)], dtype=object)
   ratings = pd.DataFrame({
       "user_id": user_ids[user],
@@ -160,25 +197,46 @@ def synthesize(release: Release, users: int, seed: int
   return {"ratings": ratings, "users": user_frame, "items": release.items}
 
 
+def _top_items(keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """Row i's `lengths[i]` items of largest key, rows one after the other."""
+  order = np.argsort(-keys, axis=1)
+  return order[np.arange(keys.shape[1])[None, :] < lengths[:, None]]
+
+
 def generated_probabilities(release: Release, users: int, seed: int
                             ) -> np.ndarray:
-  """The item probabilities [users, num_items + 1] (column 0, the padding
-  item, is 0) of `users` synthetic users drawn as `synthesize` draws them
-  (the same users for the same seed), before their interactions are
-  drawn: what a membership-inference attack on the release reads
-  (`privacy_audit.likelihood_ratio`)."""
-  return _draw_users(release, users, np.random.default_rng(seed), seed)[1]
+  """Each item's probability [users, num_items + 1] (column 0, the padding
+  item, is 0) of being among the items of `users` synthetic users drawn as
+  `synthesize` draws them (the same users and lengths for the same seed):
+  what a membership-inference attack on the release reads
+  (`privacy_audit.likelihood_ratio`).
+
+  Drawing k items without replacement with weights w (Gumbel top-k) takes
+  item j with probability about 1 - exp(-t w_j), t such that these add up
+  to k (Rosen 1997, order sampling)."""
+  _, logits, lengths = _draw_users(release, users,
+                                   np.random.default_rng(seed), seed)
+  logits = logits.astype(np.float64)
+  weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+  low, high = np.full(users, -60.0), np.full(users, 60.0)  # log t
+  for _ in range(100):
+    middle = (low + high) / 2
+    taken = -np.expm1(-np.exp(middle)[:, None] * weights).sum(axis=1)
+    low, high = (np.where(taken < lengths, middle, low),
+                 np.where(taken < lengths, high, middle))
+  return -np.expm1(-np.exp(high)[:, None] * weights)
 
 
 def _draw_users(release: Release, users: int, rng: np.random.Generator,
                 seed: int) -> tuple:
-  """Features from the released marginals (drawn with `rng`) and the
-  generator's item probabilities for them (noise from `seed`)."""
+  """Features from the released marginals and lengths from the released
+  lengths (drawn with `rng`), and the generator's logits for them (noise
+  from `seed`; the padding item's -1e9)."""
   table = release.marginals.sample(users, rng)
   features = {name: column[1:] for name, column in table.columns.items()}
-  scores = private.generate_scores(release.generator, features, users, seed)
-  scores[:, 0] = 0.0
-  return features, scores
+  lengths = release.lengths.sample(users, rng)
+  logits = private.generate_logits(release.generator, features, users, seed)
+  return features, logits, lengths
 
 
 def write_synthetic(frames: Dict[str, pd.DataFrame], statement: dict,
