@@ -138,6 +138,12 @@ def test_popularity_has_sensitivity_one_and_the_prior_sums_to_one():
   assert np.linalg.norm(exact - without) == pytest.approx(1.0)
   np.testing.assert_allclose(exact[1], 1 / math.sqrt(3) + 1 / math.sqrt(2)
                              + 1 / math.sqrt(2))
+  # A repeated interaction (CSV logs may hold them) counts once: user 3
+  # taking item 4 twice still moves the vector by exactly 1.
+  repeated = privacy.noisy_popularity(
+      np.append(items, 4), np.append(splits[:-1], splits[-1] + 1),
+      np.array([1, 2, 3]), 5, 0.0, np.random.default_rng(0))
+  np.testing.assert_allclose(repeated, exact)
   noisy = np.stack([privacy.noisy_popularity(
       items, splits, np.array([1, 2, 3]), 5, 2.0, np.random.default_rng(i))
                     for i in range(2000)])

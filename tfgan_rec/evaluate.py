@@ -73,7 +73,8 @@ def per_user_retrieval(score_fn: ScoreFn, train: sparse.csr_matrix,
       per_user[name].append(values)
     recommended.append(top)
   if not len(users):
-    return users, {name: np.zeros(0) for name in per_user}, np.zeros((0, k))
+    return (users, {name: np.zeros(0) for name in per_user},
+            np.zeros((0, k), np.int64))
   return (users, {name: np.concatenate(v) for name, v in per_user.items()},
           np.concatenate(recommended))
 

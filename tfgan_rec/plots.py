@@ -1,10 +1,11 @@
-"""Pictures a run writes beside its report (matplotlib, no display)."""
+"""Pictures a run writes beside its report (matplotlib, no display).
+
+Figures are built as `matplotlib.figure.Figure`s, not through pyplot, so
+importing tfgan_rec leaves the caller's matplotlib backend as it was.
+"""
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-from matplotlib import pyplot  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure
 
 POPULARITY_PNG = "generated_popularity.png"
 
@@ -24,7 +25,8 @@ def popularity_profile(real: Sequence[float], generated: Sequence[float],
     path: the PNG to write.
   """
   groups = range(1, len(real) + 1)
-  figure, axis = pyplot.subplots(figsize=(6, 3.5))
+  figure = Figure(figsize=(6, 3.5))
+  axis = figure.subplots()
   width = 0.4
   axis.bar([g - width / 2 for g in groups], real, width,
            label=f"real (Gini {gini_real:.2f})")
@@ -37,4 +39,3 @@ def popularity_profile(real: Sequence[float], generated: Sequence[float],
   axis.legend()
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-  pyplot.close(figure)

@@ -344,11 +344,13 @@ def noisy_popularity(items: np.ndarray, splits: np.ndarray,
     noise_multiplier: the noise's standard deviation.
     rng: the noise's source (secret for a private release).
   """
-  counts = np.diff(splits)
-  owner = np.repeat(np.arange(len(counts)), counts)
-  counted = np.isin(owner, users)
-  popularity = np.bincount(items[counted],
-                           1.0 / np.sqrt(counts[owner[counted]]),
+  owner = np.repeat(np.arange(len(splits) - 1), np.diff(splits))
+  # One entry per (user, item): a repeated interaction (CSV logs may hold
+  # them) would give the user's row a norm above the sensitivity.
+  pairs = np.unique(np.stack([owner, items], 1)[np.isin(owner, users)],
+                    axis=0)
+  distinct = np.bincount(pairs[:, 0], minlength=len(splits) - 1)
+  popularity = np.bincount(pairs[:, 1], 1.0 / np.sqrt(distinct[pairs[:, 0]]),
                            minlength=num_items + 1)
   if noise_multiplier > 0:
     popularity = popularity + rng.normal(0.0, noise_multiplier,

@@ -108,6 +108,12 @@ def release_summaries(gan_data: GANData, plan: Optional[privacy.PrivacyPlan],
           privacy.prior_logits(popularity, noise))
 
 
+def public_statement(statement: dict) -> dict:
+  """The privacy statement without the training's last losses (read from
+  real rows without noise: not covered by the guarantee)."""
+  return {k: v for k, v in statement.items() if k != "last_step"}
+
+
 def item_table(data) -> pd.DataFrame:
   """item_id plus the item feature columns, as `train --items` reads."""
   table = {"item_id": data.item_ids}
@@ -132,7 +138,10 @@ def save_release(release: Release, config: GANConfig, run_dir: str) -> str:
       "marginals": {"counts": release.marginals.counts,
                     "kinds": release.marginals.kinds},
       "lengths": dataclasses.asdict(release.lengths),
-      "privacy": release.privacy,
+      # Not the last step's losses: they are computed from real rows
+      # without noise (they stay in the run folder, which is never
+      # released).
+      "privacy": public_statement(release.privacy),
   }
   with open(os.path.join(folder, RELEASE_FILE), "w", encoding="utf-8") as f:
     json.dump(description, f, indent=2, default=float)
@@ -251,5 +260,5 @@ def write_synthetic(frames: Dict[str, pd.DataFrame], statement: dict,
                      ("items", ITEMS_FILE)):
     frames[name].to_csv(os.path.join(out, file), index=False)
   with open(os.path.join(out, PRIVACY_FILE), "w", encoding="utf-8") as f:
-    json.dump({k: v for k, v in statement.items() if k != "last_step"}, f,
+    json.dump(public_statement(statement), f,
               indent=2, default=float)
