@@ -5,8 +5,6 @@ synthetic data release."""
 import dataclasses
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -302,46 +300,6 @@ def test_ghost_clipping_refuses_layers_it_cannot_norm():
     outputs = tf.reduce_sum(model(rows), -1)
   with pytest.raises(ValueError, match="layer_normalization"):
     recorder.squared_norms(tape, outputs)
-
-
-MIRRORED = """
-import sys
-sys.path.insert(0, sys.argv[2])
-import numpy as np
-import tensorflow as tf
-from helpers import gan_worker
-from tfgan_rec import privacy, release
-from tfgan_rec.gan import loop
-loop.use_logical_cpus(2)
-data = gan_worker.small_data()
-gan_data = gan_worker.gan_trainer.GANData.from_rows(
-    data.user, data.item, data.num_users, data.num_items, data.user_features)
-_, lengths, prior = release.release_summaries(gan_data, None,
-                                              np.random.default_rng(0))
-saved = {}
-for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
-  trainer = gan_worker.release(
-      data, strategy=tf.distribute.MirroredStrategy(devices),
-      lengths=lengths, prior=prior)
-  trainer.train()
-  saved.update({f"{name}_{i}": w.numpy() for i, w in
-                enumerate(trainer.generator.weights)})
-np.savez(sys.argv[1], **saved)
-"""
-
-
-def test_generator_pulled_to_the_prior_is_the_same_on_two_replicas(tmp_path):
-  # The pull reads the mean over the global batch: summed over replicas.
-  out = tmp_path / "weights.npz"
-  subprocess.run([sys.executable, "-c", MIRRORED, str(out),
-                  os.path.dirname(__file__)], check=True,
-                 capture_output=True, timeout=300)
-  saved = np.load(out)
-  count = len([k for k in saved.files if k.startswith("one_")])
-  assert count > 0
-  for i in range(count):
-    np.testing.assert_allclose(saved[f"one_{i}"], saved[f"two_{i}"],
-                               rtol=1e-4, atol=1e-5)
 
 
 def test_release_generator_never_reads_a_history(small_data):

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tfgan_rec.config import GANConfig, ItemGANConfig, UserGANConfig
 from tfgan_rec.data import dataset, synthetic
 from tfgan_rec import privacy
+from tfgan_rec import release as release_lib
 from tfgan_rec.config import PrivacyConfig
 from tfgan_rec.gan import item_generator, loop, private, user_generator
 from tfgan_rec.gan import trainer as gan_trainer
@@ -90,6 +91,11 @@ def release(data, steps=3, **kwargs):
       np.random.default_rng(0))
   released = marginals.sample(len(gan_data.train_users),
                               np.random.default_rng(1))
+  # The released lengths and popularity prior, so that every release test
+  # (1 vs 2 replicas, workers, resume) covers the pull to the prior.
+  _, lengths, prior = release_lib.release_summaries(
+      gan_data, None, np.random.default_rng(0))
+  kwargs = {"lengths": lengths, "prior": prior, **kwargs}
   return private.ReleaseGANTrainer(config, gan_data, released, plan, seed=3,
                                    secret_seed=11, **kwargs)
 
