@@ -32,9 +32,9 @@ members are drawn from it, and:
   members' real training data, with total-variation distance, catalogue
   coverage and Gini of item popularity.
 
-Writes JSON (default benchmarks/results/privacy_value.json) and, when
-matplotlib is installed (`pip install -e '.[bench]'`), a PNG beside it (same
-name, .png): item popularity, profile length and attack AUC per epsilon.
+Writes JSON (default benchmarks/results/privacy_value.json) and a PNG
+beside it (same name, .png): item popularity, profile length and attack
+AUC per epsilon.
 Seconds of each stage are recorded per epsilon (train includes building
 and tracing the release GAN's step).
 """
@@ -241,16 +241,11 @@ def epsilon_label(epsilon) -> str:
   return "inf (no DP)" if math.isinf(epsilon) else f"{epsilon:g}"
 
 
-def plot(result: dict, path: str) -> bool:
+def plot(result: dict, path: str) -> None:
   """Item popularity and profile length (real vs synthetic per epsilon,
   first seed) and the attacks' AUC per epsilon (every seed, 95%
   intervals) in one PNG."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib is not installed (pip install -e '.[bench]'): "
-          "no PNG drawn")
-    return False
+  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
   figure, axes = pyplot.subplots(1, 3, figsize=(15, 4.5))
@@ -281,7 +276,6 @@ def plot(result: dict, path: str) -> bool:
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   print(f"wrote {path}")
-  return True
 
 
 def plot_attacks(axis, runs) -> None:

@@ -29,9 +29,8 @@ Examples per second count training rows (GAN: users) processed per second
 of the stage's last epoch (GAN: of all its steps). Peak memory is the
 largest resident set size of the process sampled (every 50 ms, from
 the parent process) during the stage. Prints a table, writes
-JSON (default benchmarks/results/training.json) and, when matplotlib is
-installed (`pip install -e '.[bench]'`), a log-log PNG of time and memory
-against interactions.
+JSON (default benchmarks/results/training.json) and a log-log PNG of time
+and memory against interactions.
 """
 import argparse
 import contextlib
@@ -269,14 +268,9 @@ def print_table(runs: list) -> None:
             f"{row['peak_rss_gib']:.2f} |")
 
 
-def plot(runs: list, path: str) -> bool:
+def plot(runs: list, path: str) -> None:
   """Log-log time and peak memory per stage against interactions."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib is not installed (pip install -e '.[bench]'): "
-          "no PNG drawn")
-    return False
+  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
   figure, (time_axis, memory_axis) = pyplot.subplots(1, 2, figsize=(11, 4.5))
@@ -306,7 +300,6 @@ def plot(runs: list, path: str) -> bool:
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   print(f"wrote {path}")
-  return True
 
 
 def main(argv=None) -> int:
