@@ -83,14 +83,14 @@ def masked_reconstruction(generated: tf.Tensor, real: tf.Tensor,
       tf.reduce_sum(shown, axis=-1), 1.0)
 
 
-def softmax_ranking(generated: tf.Tensor, real: tf.Tensor,
+def softmax_ranking(logits: tf.Tensor, real: tf.Tensor,
                     catalogue: tf.Tensor) -> tf.Tensor:
-  """Softmax cross-entropy of the real items among the `catalogue` items,
-  with the generated scores' logits: the next-item objective of sequential
-  recommenders (GRU4Rec, SASRec), per example, averaged over its real items.
+  """Softmax cross-entropy of the real items among the `catalogue` items:
+  the next-item objective of sequential recommenders (GRU4Rec, SASRec), per
+  example, averaged over its real items.
 
   Args:
-    generated: scores in (0, 1), [batch, items].
+    logits: the generator's logits, [batch, items].
     real: 1 for the items to rank first, [batch, items].
     catalogue: 1 for the items competing (the condition's items are left
       out: they are never recommended), [batch, items]; real items outside
@@ -99,8 +99,6 @@ def softmax_ranking(generated: tf.Tensor, real: tf.Tensor,
   Returns:
     The loss per example, [batch].
   """
-  eps = 1e-6
-  logits = tf.math.log(generated + eps) - tf.math.log(1.0 - generated + eps)
   logits += (catalogue - 1.0) * 1e9
   real = real * catalogue
   log_probability = tf.nn.log_softmax(logits, axis=-1)

@@ -40,7 +40,9 @@ class ConditionEncoder(tf.keras.layers.Layer):
 
 
 class Generator(tf.keras.Model):
-  """G(condition, z) -> preference scores [batch, num_items + 1] in [0, 1].
+  """G(condition, z) -> preference logits [batch, num_items + 1]; their
+  sigmoid is the preference score D sees and `generate` averages, the
+  logits themselves are what the softmax ranking term ranks.
 
   >>> no_features = FeaturePreprocessing({})
   >>> g = Generator(num_items=5, preprocessing=no_features, noise_dim=4)
@@ -68,7 +70,7 @@ class Generator(tf.keras.Model):
     logits = self.body(joint, training=training)
     if self.item_to_item is not None:
       logits += self.item_to_item(condition["history"])
-    return tf.sigmoid(logits)
+    return logits
 
 
 class Discriminator(tf.keras.Model):

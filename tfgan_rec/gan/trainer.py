@@ -153,8 +153,8 @@ class GANTrainer(loop.AdversarialLoop):
                                   config.hidden, config.feature_dim)
     condition = self._condition(tf.constant([0], tf.int32),
                                 tf.zeros([1, self.width]))
-    discriminator(generator(condition, tf.zeros([1, config.noise_dim])),
-                  condition)
+    logits = generator(condition, tf.zeros([1, config.noise_dim]))
+    discriminator(tf.sigmoid(logits), condition)
     return self.adversaries(generator, discriminator, config.g_learning_rate,
                             config.d_learning_rate)
 
@@ -230,7 +230,8 @@ class GANTrainer(loop.AdversarialLoop):
     # and the sampled negatives, so G cannot win by predicting all ones.
     shown = real + tf.cast(negatives, tf.float32)
     for i in range(cfg.d_steps):
-      fake = self.generator(condition, batch["noise"][:, i], training=True)
+      fake = tf.sigmoid(self.generator(condition, batch["noise"][:, i],
+                                       training=True))
       with tf.GradientTape() as tape:
         real_logits = self.discriminator(real, condition, training=True)
         fake_logits = self.discriminator(fake * shown, condition,
@@ -243,14 +244,15 @@ class GANTrainer(loop.AdversarialLoop):
             discriminator_terms=penalty).discriminator_loss)
       self.apply(tape, d_loss, self.discriminator, self.d_optimizer)
     with tf.GradientTape() as tape:
-      fake = self.generator(condition, batch["noise"][:, -1], training=True)
+      logits = self.generator(condition, batch["noise"][:, -1], training=True)
+      fake = tf.sigmoid(logits)
       fake_logits = self.discriminator(fake * shown, condition, training=True)
       reconstruction = (
           cfg.zr_weight * losses.zero_reconstruction(fake, negatives) +
           cfg.reconstruction_weight * losses.masked_reconstruction(
               fake, real, shown) +
           cfg.ranking_weight * losses.softmax_ranking(
-              fake, real, tf.cast(condition["history"] == 0, tf.float32)))
+              logits, real, tf.cast(condition["history"] == 0, tf.float32)))
       g_loss = average(losses.gan_loss(
           real_logits, fake_logits, cfg.loss,
           generator_terms=reconstruction).generator_loss)
@@ -294,7 +296,7 @@ class GANTrainer(loop.AdversarialLoop):
       total = tf.zeros_like(real)
       for _ in range(samples):
         noise = rng.normal([tf.shape(batch)[0], self.config.noise_dim])
-        total += self.generator(condition, noise)
+        total += tf.sigmoid(self.generator(condition, noise))
       out.append((total / samples).numpy())
     return np.concatenate(out) if out else np.zeros((0, self.width))
 
