@@ -36,7 +36,8 @@ RELEASE_DIR, RELEASE_FILE, GENERATOR_PREFIX = ("release", "release.json",
                                                "generator")
 ITEMS_FILE, USERS_FILE, RATINGS_FILE, PRIVACY_FILE = (
     "items.csv", "users.csv", "ratings.csv", "privacy.json")
-# Synthetic users whose items are drawn at once (bounds the memory).
+# Synthetic users whose logits are generated and items drawn at once: the
+# logits of a chunk, CHUNK x (items + 1) floats, are all that is held.
 CHUNK = 1024
 
 
@@ -190,12 +191,14 @@ def synthesize(release: Release, users: int, seed: int
     {"ratings", "users", "items"} frames in the CSV formats `train` reads.
   """
   rng = np.random.default_rng(seed)
-  features, logits, lengths = _draw_users(release, users, rng, seed)
-  user = np.repeat(np.arange(users), lengths)
+  features, lengths = _draw_users(release, users, rng)
+  chunks = private.generated_logits(release.generator, features, users, seed,
+                                    CHUNK)
   item = np.concatenate([
-      _top_items(logits[start:start + CHUNK] + rng.gumbel(
-          size=logits[start:start + CHUNK].shape), lengths[start:start + CHUNK])
-      for start in range(0, users, CHUNK)])
+      _top_items(logits + rng.gumbel(size=logits.shape),
+                 lengths[start:start + len(logits)])
+      for start, logits in zip(range(0, users, CHUNK), chunks)])
+  user = np.repeat(np.arange(users), lengths)
   user_ids = np.array([f"s{i + 1}" for i in range(users)], dtype=object)
   ratings = pd.DataFrame({
       "user_id": user_ids[user],
@@ -223,11 +226,27 @@ def generated_probabilities(release: Release, users: int, seed: int
   Drawing k items without replacement with weights w (Gumbel top-k) takes
   item j with probability about 1 - exp(-t w_j), t such that these add up
   to k (Rosen 1997, order sampling)."""
-  _, logits, lengths = _draw_users(release, users,
-                                   np.random.default_rng(seed), seed)
-  logits = logits.astype(np.float64)
-  weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-  low, high = np.full(users, -60.0), np.full(users, 60.0)  # log t
+  features, lengths = _draw_users(release, users,
+                                  np.random.default_rng(seed))
+  chunks = private.generated_logits(release.generator, features, users, seed,
+                                    CHUNK)
+  return np.concatenate([
+      _inclusion_probabilities(logits, lengths[start:start + len(logits)])
+      for start, logits in zip(range(0, users, CHUNK), chunks)])
+
+
+def _inclusion_probabilities(logits: np.ndarray,
+                             lengths: np.ndarray) -> np.ndarray:
+  """1 - exp(-t w) per row, t found by bisection on log t so that the row
+  adds up to its length. The weights are exp(logits - max) in [0, 1], the
+  largest 1: at log t = -60 a row adds up to at most items x e^-60, below
+  any length (>= 1); at log t = 60 every item with w above e^-57 is taken
+  with probability ~1, more than the length whenever that many items have
+  logits within 57 of the best (drawable at all in float32). 100 halvings
+  of that 120-wide interval leave it far below float64 resolution."""
+  weights = np.exp(logits.astype(np.float64) -
+                   logits.max(axis=1, keepdims=True))
+  low, high = np.full(len(logits), -60.0), np.full(len(logits), 60.0)
   for _ in range(100):
     middle = (low + high) / 2
     taken = -np.expm1(-np.exp(middle)[:, None] * weights).sum(axis=1)
@@ -236,16 +255,13 @@ def generated_probabilities(release: Release, users: int, seed: int
   return -np.expm1(-np.exp(high)[:, None] * weights)
 
 
-def _draw_users(release: Release, users: int, rng: np.random.Generator,
-                seed: int) -> tuple:
-  """Features from the released marginals and lengths from the released
-  lengths (drawn with `rng`), and the generator's logits for them (noise
-  from `seed`; the padding item's -1e9)."""
+def _draw_users(release: Release, users: int,
+                rng: np.random.Generator) -> tuple:
+  """Features from the released marginals and profile lengths from the
+  released lengths, drawn with `rng`."""
   table = release.marginals.sample(users, rng)
   features = {name: column[1:] for name, column in table.columns.items()}
-  lengths = release.lengths.sample(users, rng)
-  logits = private.generate_logits(release.generator, features, users, seed)
-  return features, logits, lengths
+  return features, release.lengths.sample(users, rng)
 
 
 def write_synthetic(frames: Dict[str, pd.DataFrame], statement: dict,

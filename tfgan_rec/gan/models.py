@@ -1,13 +1,15 @@
-"""Conditional generator and discriminator over users' interaction vectors.
+"""Conditional generators and discriminator over users' interaction vectors.
 
-The condition is the user's side features plus their history with part of it
-dropped out; the generator maps (condition, noise) to preference scores in
-[0, 1] over the whole catalogue (CFGAN/RAGAN family). Keeping the noise and
-dropping history out stops the generator from collapsing into an
-autoencoder of the full profile.
+The condition is the user's side features plus (part of) their history; the
+interaction generator maps (condition, noise) to preference logits over the
+whole catalogue (CFGAN/RAGAN family). Keeping the noise and dropping history
+out stops the generator from collapsing into an autoencoder of the full
+profile. The release generator (`ReleaseGenerator`, trained with DP in
+`gan/private.py`) is conditioned on features alone.
 """
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing, mlp
@@ -88,3 +90,51 @@ class Discriminator(tf.keras.Model):
   def call(self, vector, condition, training=None):
     joint = tf.concat([self.vector(vector), self.condition(condition)], -1)
     return tf.squeeze(self.body(joint, training=training), -1)
+
+
+# The initial output kernel's scale (variance, relative to Glorot's): the
+# generator starts at the popularity prior, its noise nearly unused.
+OUTPUT_SCALE = 0.01
+class ReleaseGenerator(tf.keras.Model):
+  """G(features, z) -> logits over the catalogue [batch, num_items + 1]
+  (the padding item 0 at -1e9): a synthetic user's items are drawn from
+  softmax(logits) without replacement, as many as their profile length
+  (`draw_rows`).
+
+  The output layer's bias starts at the released log item popularity
+  (`prior`) and its kernel near 0, so training starts from independent
+  draws by popularity and the adversarial game only has to add which
+  items go together (through the noise). Started from uniform logits, the
+  generator got to the real popularity slowly and no further (MovieLens
+  100K, 600 steps: EASE fitted on its data 0.061 against 0.110 with the
+  prior).
+
+  Args:
+    num_items: the catalogue's size.
+    preprocessing: of the (released) user features.
+    noise_dim, hidden, feature_dim: the sizes.
+    prior: initial logits [num_items + 1]; None: zeros.
+  """
+
+  def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
+               noise_dim: int = 32, hidden: Sequence[int] = (256,),
+               feature_dim: int = 8, prior: Optional[np.ndarray] = None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.noise_dim = noise_dim
+    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0],
+                                      history=False)
+    bias = (tf.keras.initializers.Constant(np.asarray(prior, np.float32))
+            if prior is not None else "zeros")
+    self.body = tf.keras.Sequential(
+        [tf.keras.layers.Dense(width, activation="gelu") for width in hidden]
+        + [tf.keras.layers.Dense(
+            num_items + 1, bias_initializer=bias,
+            kernel_initializer=tf.keras.initializers.VarianceScaling(
+                OUTPUT_SCALE, "fan_avg", "uniform"))],
+        name="release_generator_mlp")
+    self.padding = tf.constant([-1e9] + [0.0] * num_items)
+
+  def call(self, condition, noise, training=None):
+    joint = tf.concat([self.condition(condition), noise], axis=-1)
+    return self.body(joint, training=training) + self.padding

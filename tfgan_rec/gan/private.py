@@ -44,7 +44,7 @@ N(0, (sigma C)^2 I) draw, the Gaussian mechanism the accountant counts, and
 """
 import contextlib
 import secrets
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -52,7 +52,7 @@ import tensorflow as tf
 from tfgan_rec.config import GANConfig
 from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import ghost_clipping, losses, loop
-from tfgan_rec.gan.models import ConditionEncoder, Discriminator
+from tfgan_rec.gan.models import Discriminator, ReleaseGenerator
 from tfgan_rec.gan.trainer import GANData, dense_rows, diversity
 from tfgan_rec.layers import FeaturePreprocessing
 from tfgan_rec.privacy import Lengths, PrivacyPlan, length_bins
@@ -71,9 +71,6 @@ D_HIDDEN = (32,)
 # synthetic data); at 3e-4 the same more slowly; at 1e-4 it trained 1,000
 # steps without collapsing (coverage 87% on MovieLens 100K).
 LEARNING_RATE_SCALE = 0.1
-# The initial output kernel's scale (variance, relative to Glorot's): the
-# generator starts at the popularity prior, its noise nearly unused.
-OUTPUT_SCALE = 0.01
 # Weight of the generator's pull of its mean item distribution towards the
 # prior's (`_anchor`). Without it, DP noise in the discriminator led the
 # generator away from the prior (MovieLens 100K, epsilon 3, 1,000 steps:
@@ -81,51 +78,6 @@ OUTPUT_SCALE = 0.01
 # 0.017; 0.089 with 10). Without DP, EASE fitted on it got 0.144 with 10,
 # 0.139 with 1, 0.118 with none.
 ANCHOR_WEIGHT = 10.0
-
-
-class ReleaseGenerator(tf.keras.Model):
-  """G(features, z) -> logits over the catalogue [batch, num_items + 1]
-  (the padding item 0 at -1e9): a synthetic user's items are drawn from
-  softmax(logits) without replacement, as many as their profile length
-  (`draw_rows`).
-
-  The output layer's bias starts at the released log item popularity
-  (`prior`) and its kernel near 0, so training starts from independent
-  draws by popularity and the adversarial game only has to add which
-  items go together (through the noise). Started from uniform logits, the
-  generator got to the real popularity slowly and no further (MovieLens
-  100K, 600 steps: EASE fitted on its data 0.061 against 0.110 with the
-  prior).
-
-  Args:
-    num_items: the catalogue's size.
-    preprocessing: of the (released) user features.
-    noise_dim, hidden, feature_dim: the sizes.
-    prior: initial logits [num_items + 1]; None: zeros.
-  """
-
-  def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
-               noise_dim: int = 32, hidden: Sequence[int] = (256,),
-               feature_dim: int = 8, prior: Optional[np.ndarray] = None,
-               **kwargs):
-    super().__init__(**kwargs)
-    self.noise_dim = noise_dim
-    self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0],
-                                      history=False)
-    bias = (tf.keras.initializers.Constant(np.asarray(prior, np.float32))
-            if prior is not None else "zeros")
-    self.body = tf.keras.Sequential(
-        [tf.keras.layers.Dense(width, activation="gelu") for width in hidden]
-        + [tf.keras.layers.Dense(
-            num_items + 1, bias_initializer=bias,
-            kernel_initializer=tf.keras.initializers.VarianceScaling(
-                OUTPUT_SCALE, "fan_avg", "uniform"))],
-        name="release_generator_mlp")
-    self.padding = tf.constant([-1e9] + [0.0] * num_items)
-
-  def call(self, condition, noise, training=None):
-    joint = tf.concat([self.condition(condition), noise], axis=-1)
-    return self.body(joint, training=training) + self.padding
 
 
 def build_generator(num_items: int, preprocessing: FeaturePreprocessing,
@@ -174,20 +126,19 @@ def draw_rows(logits: tf.Tensor, lengths: tf.Tensor,
   return hard + soft - tf.stop_gradient(soft)
 
 
-def generate_logits(generator: ReleaseGenerator,
-                    features: Dict[str, np.ndarray], count: int, seed: int,
-                    batch_size: int = 1024) -> np.ndarray:
-  """Generated logits [count, num_items + 1] for `count` synthetic users
-  with raw `features` ({name: string [count]}), one noise draw each."""
+def generated_logits(generator: ReleaseGenerator,
+                     features: Dict[str, np.ndarray], count: int, seed: int,
+                     chunk: int = 1024) -> Iterator[np.ndarray]:
+  """Generated logits [rows, num_items + 1] for `count` synthetic users
+  with raw `features` ({name: string [count]}), one noise draw each,
+  `chunk` users at a time (so only a chunk's logits are in memory)."""
   rng = tf.random.Generator.from_seed(seed)
-  out = []
-  for start in range(0, count, batch_size):
-    rows = min(batch_size, count - start)
+  for start in range(0, count, chunk):
+    rows = min(chunk, count - start)
     batch = {name: tf.constant(values[start:start + rows], tf.string)
              for name, values in features.items()}
     noise = rng.normal([rows, generator.noise_dim])
-    out.append(generator(condition(batch, rows), noise).numpy())
-  return np.concatenate(out)
+    yield generator(condition(batch, rows), noise).numpy()
 
 
 def _length_tables(lengths: Lengths) -> tuple:
