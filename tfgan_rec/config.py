@@ -161,7 +161,17 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
-class GANConfig:
+class LoopConfig:
+  """What every generator's training loop (`gan.loop`) reads besides its
+  steps and batch: checkpoint and TensorBoard intervals and the loss beyond
+  which a run counts as diverged."""
+  checkpoint_every: int = 250
+  log_every: int = 50
+  divergence_threshold: float = 1e4
+
+
+@dataclasses.dataclass
+class GANConfig(LoopConfig):
   """The conditional GAN over users' interaction vectors and its training."""
   noise_dim: int = 32
   hidden: Tuple[int, ...] = (256,)
@@ -200,9 +210,6 @@ class GANConfig:
   batch_size: int = setting(128, "users per GAN step (divisible by the "
                             "replicas)", flag="gan_batch_size")
   clip_norm: float = 5.0
-  checkpoint_every: int = 250
-  log_every: int = 50
-  divergence_threshold: float = 1e4
 
 
 @dataclasses.dataclass
@@ -234,7 +241,7 @@ class PrivacyConfig:
 
 
 @dataclasses.dataclass
-class ItemGANConfig:
+class ItemGANConfig(LoopConfig):
   """The content generator that embeds new items (`gan.item_generator`)."""
   noise_dim: int = 16
   hidden: int = 128
@@ -243,13 +250,10 @@ class ItemGANConfig:
   steps: int = 1500
   batch_size: int = 128
   similarity_weight: float = 5.0
-  checkpoint_every: int = 250
-  log_every: int = 50
-  divergence_threshold: float = 1e4
 
 
 @dataclasses.dataclass
-class UserGANConfig:
+class UserGANConfig(LoopConfig):
   """The user generator (`gan.user_generator`): thin profile -> query."""
   max_thin: int = 5
   positives: int = 10
@@ -272,9 +276,6 @@ class UserGANConfig:
       0.1, "weight of the user generator's adversarial term (0: no GAN, "
       "distillation only)", flag="user_gan_adversarial_weight")
   samples: int = 4
-  checkpoint_every: int = 250
-  log_every: int = 50
-  divergence_threshold: float = 1e4
 
 
 @dataclasses.dataclass

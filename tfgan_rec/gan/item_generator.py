@@ -89,11 +89,9 @@ class ItemGANTrainer(loop.AdversarialLoop):
     # preprocessing.
     self.content = self.preprocessing(_raw_rows(item_features, warm_items))
     self.targets = tf.constant(warm_embeddings, tf.float32)
-    super().__init__(loop.LoopSettings(
-        "item generator", config.steps, config.batch_size,
-        remedy="Lower item_gan.learning_rate.",
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-        divergence_threshold=config.divergence_threshold),
+    super().__init__(loop.LoopSettings.of(
+        "item generator", config, config.batch_size,
+        remedy="Lower item_gan.learning_rate."),
                      seed, strategy, checkpoint_dir, logdir)
 
   def create(self):

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_rec import cluster
+from tfgan_rec.config import LoopConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,15 @@ class LoopSettings:
   checkpoint_every: int = 250
   log_every: int = 50
   divergence_threshold: float = 1e4
+
+  @classmethod
+  def of(cls, name: str, config: LoopConfig, batch_size: int, remedy: str,
+         clip_norm: Optional[float] = None) -> "LoopSettings":
+    """`config.steps` steps of `batch_size`, with `config`'s checkpoint,
+    log and divergence settings."""
+    return cls(name, config.steps, batch_size, remedy, clip_norm,
+               config.checkpoint_every, config.log_every,
+               config.divergence_threshold)
 
 
 class AdversarialLoop:

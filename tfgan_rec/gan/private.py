@@ -204,12 +204,10 @@ class ReleaseGANTrainer(loop.AdversarialLoop):
                         secrets.randbits(62) if plan else seed)
     slots = plan.capacity if plan else config.batch_size
     self.expected_batch = plan.expected_batch if plan else slots
-    super().__init__(loop.LoopSettings(
-        "release GAN", config.steps, slots,
+    super().__init__(loop.LoopSettings.of(
+        "release GAN", config, slots,
         remedy="Lower gan.g_learning_rate/gan.d_learning_rate.",
-        clip_norm=config.clip_norm,
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-        divergence_threshold=config.divergence_threshold),
+        clip_norm=config.clip_norm),
                      seed, strategy, checkpoint_dir, logdir)
 
   def create(self):

@@ -131,13 +131,11 @@ class GANTrainer(loop.AdversarialLoop):
     self.features = {name: tf.constant(column, tf.string) for name, column
                      in data.user_features.columns.items()}
     self.preprocessing = FeaturePreprocessing.adapted(data.user_features)
-    super().__init__(loop.LoopSettings(
-        "GAN", config.steps, config.batch_size,
+    super().__init__(loop.LoopSettings.of(
+        "GAN", config, config.batch_size,
         remedy="Lower gan.g_learning_rate/gan.d_learning_rate or use "
                "gan.loss wasserstein.",
-        clip_norm=config.clip_norm,
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-        divergence_threshold=config.divergence_threshold),
+        clip_norm=config.clip_norm),
                      seed, strategy, checkpoint_dir, logdir)
 
   # --- setup -----------------------------------------------------------------

@@ -246,12 +246,10 @@ class UserGANTrainer(loop.AdversarialLoop):
     # Dense users it never learns from, to choose the blend for new users.
     self.validation_users = dense[held].astype(np.int32)
     self.train_users = tf.constant(dense[~held].astype(np.int32))
-    super().__init__(loop.LoopSettings(
-        "user generator", config.steps, config.batch_size,
+    super().__init__(loop.LoopSettings.of(
+        "user generator", config, config.batch_size,
         remedy="Lower user_gan.learning_rate or "
-               "user_gan.adversarial_weight.",
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-        divergence_threshold=config.divergence_threshold),
+               "user_gan.adversarial_weight."),
                      seed, strategy, checkpoint_dir, logdir)
 
   def create(self):
