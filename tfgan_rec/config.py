@@ -202,7 +202,6 @@ class GANConfig(LoopConfig):
   # --gan-target profile was measured with ranking 0, negatives 0.1, ZR 1,
   # reconstruction 5 (config.yaml keys gan.*).
   ranking_weight: float = 10.0
-  ease_prior: bool = False
   history_dropout: float = 0.5
   negative_rate: float = 0.005
   zr_weight: float = 0.0

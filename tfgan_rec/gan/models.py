@@ -55,8 +55,7 @@ class Generator(tf.keras.Model):
   def __init__(self, num_items: int, preprocessing: FeaturePreprocessing,
                noise_dim: int = 32, hidden: Sequence[int] = (256,),
                feature_dim: int = 8, history: bool = True,
-               item_to_item: bool = False,
-               prior: Optional[np.ndarray] = None, **kwargs):
+               item_to_item: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.noise_dim = noise_dim
     self.condition = ConditionEncoder(preprocessing, feature_dim, hidden[0],
@@ -67,19 +66,12 @@ class Generator(tf.keras.Model):
     self.item_to_item = (tf.keras.layers.Dense(num_items + 1, use_bias=False,
                                                kernel_initializer="zeros")
                          if item_to_item and history else None)
-    # A fixed item-to-item map (an item-item model's weights, e.g. EASE's)
-    # the trained paths add to: the generator learns the residual.
-    self.prior = (tf.Variable(prior, trainable=False, dtype=tf.float32,
-                              name="item_to_item_prior")
-                  if prior is not None and history else None)
 
   def call(self, condition, noise, training=None):
     joint = tf.concat([self.condition(condition), noise], axis=-1)
     logits = self.body(joint, training=training)
     if self.item_to_item is not None:
       logits += self.item_to_item(condition["history"])
-    if self.prior is not None:
-      logits += tf.matmul(condition["history"], self.prior)
     return logits
 
 

@@ -12,9 +12,7 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
-from scipy import sparse
 
-from tfgan_rec import baselines
 from tfgan_rec.config import GANConfig
 from tfgan_rec.data.features import FeatureTable
 from tfgan_rec.gan import losses, loop
@@ -26,10 +24,6 @@ log = logging.getLogger(__name__)
 # The generator's item-to-item path has items^2 weights (and Adam two more
 # copies): 5,000 items are 25M weights, 300 MB with the optimizer.
 ITEM_TO_ITEM_MAX_ITEMS = 5_000
-# The EASE prior's candidate scales and the steps whose episodes choose
-# among them.
-PRIOR_SCALES = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
-PRIOR_STEPS = 8
 
 
 @dataclasses.dataclass
@@ -152,9 +146,7 @@ class GANTrainer(loop.AdversarialLoop):
     config = self.config
     generator = Generator(self.data.num_items, self.preprocessing,
                           config.noise_dim, config.hidden, config.feature_dim,
-                          item_to_item=self._item_to_item(),
-                          prior=(self._ease_prior() if config.ease_prior
-                                 and self._item_to_item() else None))
+                          item_to_item=self._item_to_item())
     discriminator = Discriminator(self.data.num_items, self.preprocessing,
                                   config.hidden, config.feature_dim)
     condition = self._condition(tf.constant([0], tf.int32),
@@ -175,30 +167,6 @@ class GANTrainer(loop.AdversarialLoop):
                   self.data.num_items, ITEM_TO_ITEM_MAX_ITEMS)
       return False
     return True
-
-  def _ease_prior(self) -> np.ndarray:
-    """EASE's item-item weights of the training histories, times the scale
-    of PRIOR_SCALES whose softmax ranking loss (the prior alone) is lowest
-    on the first PRIOR_STEPS steps' episodes."""
-    data = self.data
-    user = np.repeat(np.arange(len(data.seen_splits) - 1),
-                     np.diff(data.seen_splits))
-    matrix = sparse.csr_matrix(
-        (np.ones(len(user), np.float32), (user, data.seen_items)),
-        shape=(len(data.seen_splits) - 1, self.width))
-    matrix.data[:] = 1.0  # a repeated (user, item) counts once
-    weights = baselines.EASE(matrix).weights
-    episodes = [self._real_and_condition(self.global_batch(
-        tf.constant(step, tf.int64))) for step in range(PRIOR_STEPS)]
-    loss = {scale: np.mean([losses.softmax_ranking(
-        scale * tf.matmul(condition["history"], weights), real,
-        tf.cast(condition["history"] == 0, tf.float32)).numpy()
-                            for real, condition in episodes])
-            for scale in PRIOR_SCALES}
-    best = min(loss, key=loss.get)
-    log.info("GAN EASE prior: x%g (ranking loss %s)", best,
-             ", ".join(f"x{s:g} {v:.3f}" for s, v in loss.items()))
-    return best * weights
 
   # --- input -----------------------------------------------------------------
 
