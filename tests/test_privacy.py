@@ -367,6 +367,23 @@ def test_generated_probabilities_are_what_synthesize_draws_from(
   assert abs(len(drawn) - p.sum()) < spread
 
 
+def test_synthesis_in_chunks_gives_each_user_their_length(release_run,
+                                                         monkeypatch):
+  # 300 users in chunks of 7 (the last one short): every user draws as
+  # many items as their released length, and the inclusion probabilities
+  # of each user add up to it.
+  loaded = release.load_release(release_run[0])
+  monkeypatch.setattr(release, "CHUNK", 7)
+  _, lengths, _ = release._draw_users(loaded, 300,
+                                      np.random.default_rng(11), 11)
+  drawn = release.synthesize(loaded, 300, 11)["ratings"]
+  per_user = drawn.groupby("user_id").size()
+  np.testing.assert_array_equal(
+      per_user[[f"s{i + 1}" for i in range(300)]].to_numpy(), lengths)
+  p = release.generated_probabilities(loaded, 300, 11)
+  np.testing.assert_allclose(p.sum(axis=1), lengths, rtol=1e-6)
+
+
 def test_synthesize_refuses_to_overwrite_and_needs_a_release(
     release_run, tmp_path, capsys):
   run_dir, _ = release_run

@@ -196,7 +196,7 @@ class GANConfig(LoopConfig):
                          "items are the real sample", flag="gan_horizon")
   item_to_item: bool = setting(
       True, "the generator adds a linear item-to-item map of the history "
-      "to its MLP's scores", flag="gan_item_to_item")
+      "to its MLP's logits", flag="gan_item_to_item")
   # The next-items target's measured setting (5 seeds, README): a softmax
   # ranking term and few shown negatives, no CFGAN reconstruction terms;
   # --gan-target profile was measured with ranking 0, negatives 0.1, ZR 1,

@@ -37,7 +37,9 @@ RELEASE_DIR, RELEASE_FILE, GENERATOR_PREFIX = ("release", "release.json",
 ITEMS_FILE, USERS_FILE, RATINGS_FILE, PRIVACY_FILE = (
     "items.csv", "users.csv", "ratings.csv", "privacy.json")
 # Synthetic users whose logits are generated and items drawn at once: the
-# logits of a chunk, CHUNK x (items + 1) floats, are all that is held.
+# logits of a chunk, CHUNK x (items + 1) floats, are all that is held. The
+# generator's noise is drawn per chunk, so CHUNK is part of what a seed
+# reproduces.
 CHUNK = 1024
 
 
@@ -191,13 +193,10 @@ def synthesize(release: Release, users: int, seed: int
     {"ratings", "users", "items"} frames in the CSV formats `train` reads.
   """
   rng = np.random.default_rng(seed)
-  features, lengths = _draw_users(release, users, rng)
-  chunks = private.generated_logits(release.generator, features, users, seed,
-                                    CHUNK)
+  features, lengths, chunks = _draw_users(release, users, rng, seed)
   item = np.concatenate([
-      _top_items(logits + rng.gumbel(size=logits.shape),
-                 lengths[start:start + len(logits)])
-      for start, logits in zip(range(0, users, CHUNK), chunks)])
+      _top_items(logits + rng.gumbel(size=logits.shape), chunk_lengths)
+      for logits, chunk_lengths in chunks])
   user = np.repeat(np.arange(users), lengths)
   user_ids = np.array([f"s{i + 1}" for i in range(users)], dtype=object)
   ratings = pd.DataFrame({
@@ -226,13 +225,10 @@ def generated_probabilities(release: Release, users: int, seed: int
   Drawing k items without replacement with weights w (Gumbel top-k) takes
   item j with probability about 1 - exp(-t w_j), t such that these add up
   to k (Rosen 1997, order sampling)."""
-  features, lengths = _draw_users(release, users,
-                                  np.random.default_rng(seed))
-  chunks = private.generated_logits(release.generator, features, users, seed,
-                                    CHUNK)
-  return np.concatenate([
-      _inclusion_probabilities(logits, lengths[start:start + len(logits)])
-      for start, logits in zip(range(0, users, CHUNK), chunks)])
+  _, _, chunks = _draw_users(release, users, np.random.default_rng(seed),
+                             seed)
+  return np.concatenate([_inclusion_probabilities(logits, chunk_lengths)
+                         for logits, chunk_lengths in chunks])
 
 
 def _inclusion_probabilities(logits: np.ndarray,
@@ -241,9 +237,12 @@ def _inclusion_probabilities(logits: np.ndarray,
   adds up to its length. The weights are exp(logits - max) in [0, 1], the
   largest 1: at log t = -60 a row adds up to at most items x e^-60, below
   any length (>= 1); at log t = 60 every item with w above e^-57 is taken
-  with probability ~1, more than the length whenever that many items have
-  logits within 57 of the best (drawable at all in float32). 100 halvings
-  of that 120-wide interval leave it far below float64 resolution."""
+  with probability ~1, so the row reaches its length whenever at least that
+  many items have logits within 57 of its best. (Gumbel top-k always draws
+  `length` items; a row with fewer such items keeps the bound's
+  probabilities, which add up to less than its length. From the
+  popularity prior no row comes near that.) 100 halvings of the 120-wide
+  interval leave it far below float64 resolution."""
   weights = np.exp(logits.astype(np.float64) -
                    logits.max(axis=1, keepdims=True))
   low, high = np.full(len(logits), -60.0), np.full(len(logits), 60.0)
@@ -255,13 +254,20 @@ def _inclusion_probabilities(logits: np.ndarray,
   return -np.expm1(-np.exp(high)[:, None] * weights)
 
 
-def _draw_users(release: Release, users: int,
-                rng: np.random.Generator) -> tuple:
-  """Features from the released marginals and profile lengths from the
-  released lengths, drawn with `rng`."""
+def _draw_users(release: Release, users: int, rng: np.random.Generator,
+                seed: int) -> tuple:
+  """(features, lengths, chunks): features from the released marginals and
+  profile lengths from the released lengths, drawn with `rng`, and an
+  iterator over CHUNK users at a time of (the generator's logits for them,
+  noise from `seed`; their lengths)."""
   table = release.marginals.sample(users, rng)
   features = {name: column[1:] for name, column in table.columns.items()}
-  return features, release.lengths.sample(users, rng)
+  lengths = release.lengths.sample(users, rng)
+  logits = private.generated_logits(release.generator, features, users, seed,
+                                    CHUNK)
+  starts = range(0, users, CHUNK)
+  return features, lengths, ((chunk, lengths[start:start + len(chunk)])
+                             for start, chunk in zip(starts, logits))
 
 
 def write_synthetic(frames: Dict[str, pd.DataFrame], statement: dict,

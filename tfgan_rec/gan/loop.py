@@ -89,19 +89,22 @@ class LoopSettings:
   steps: int
   batch_size: int
   remedy: str
+  checkpoint_every: int
+  log_every: int
+  divergence_threshold: float
   clip_norm: Optional[float] = None
-  checkpoint_every: int = 250
-  log_every: int = 50
-  divergence_threshold: float = 1e4
 
   @classmethod
   def of(cls, name: str, config: LoopConfig, batch_size: int, remedy: str,
          clip_norm: Optional[float] = None) -> "LoopSettings":
     """`config.steps` steps of `batch_size`, with `config`'s checkpoint,
-    log and divergence settings."""
-    return cls(name, config.steps, batch_size, remedy, clip_norm,
-               config.checkpoint_every, config.log_every,
-               config.divergence_threshold)
+    log and divergence settings (`config`: a GANConfig, UserGANConfig or
+    ItemGANConfig, each a LoopConfig with its own `steps`)."""
+    return cls(name=name, steps=config.steps, batch_size=batch_size,
+               remedy=remedy, checkpoint_every=config.checkpoint_every,
+               log_every=config.log_every,
+               divergence_threshold=config.divergence_threshold,
+               clip_norm=clip_norm)
 
 
 class AdversarialLoop:

@@ -92,14 +92,16 @@ class Discriminator(tf.keras.Model):
     return tf.squeeze(self.body(joint, training=training), -1)
 
 
-# The initial output kernel's scale (variance, relative to Glorot's): the
-# generator starts at the popularity prior, its noise nearly unused.
-OUTPUT_SCALE = 0.01
+# The release generator's initial output kernel scale (variance, relative
+# to Glorot's): it starts at the popularity prior, its noise nearly unused.
+RELEASE_OUTPUT_SCALE = 0.01
+
+
 class ReleaseGenerator(tf.keras.Model):
   """G(features, z) -> logits over the catalogue [batch, num_items + 1]
   (the padding item 0 at -1e9): a synthetic user's items are drawn from
   softmax(logits) without replacement, as many as their profile length
-  (`draw_rows`).
+  (`gan/private.py: draw_rows`).
 
   The output layer's bias starts at the released log item popularity
   (`prior`) and its kernel near 0, so training starts from independent
@@ -131,7 +133,7 @@ class ReleaseGenerator(tf.keras.Model):
         + [tf.keras.layers.Dense(
             num_items + 1, bias_initializer=bias,
             kernel_initializer=tf.keras.initializers.VarianceScaling(
-                OUTPUT_SCALE, "fan_avg", "uniform"))],
+                RELEASE_OUTPUT_SCALE, "fan_avg", "uniform"))],
         name="release_generator_mlp")
     self.padding = tf.constant([-1e9] + [0.0] * num_items)
 

@@ -24,7 +24,8 @@ after 300 steps, and G collapsed to one profile for everyone, mean cosine
 and is held to it on average (`ANCHOR_WEIGHT`), so the game only adds
 which items go together.
 
-What keeps the guarantee true, enforced here:
+What keeps the guarantee true, enforced here and by `ReleaseGenerator`
+(gan/models.py):
 - no history: the models have no history input (`history=False`), so a
   real user's interactions can never be a condition;
 - no reconstruction terms: they compare generated rows with real ones;
@@ -128,7 +129,7 @@ def draw_rows(logits: tf.Tensor, lengths: tf.Tensor,
 
 def generated_logits(generator: ReleaseGenerator,
                      features: Dict[str, np.ndarray], count: int, seed: int,
-                     chunk: int = 1024) -> Iterator[np.ndarray]:
+                     chunk: int) -> Iterator[np.ndarray]:
   """Generated logits [rows, num_items + 1] for `count` synthetic users
   with raw `features` ({name: string [count]}), one noise draw each,
   `chunk` users at a time (so only a chunk's logits are in memory)."""
