@@ -275,9 +275,12 @@ def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
                 "--user-gan-steps", "20", "--augment-items", "0")
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert "GroupPop" in metrics["retrieval"]
+  softmax = [name for name in metrics["retrieval"]
+             if name.startswith("FeatureSoftmax (l2=")]
+  assert len(softmax) == 1
   assert "TFRS + GAN interactions" not in metrics["retrieval"]
   for name in ("TFRS two-stage", "TFRS + GAN user generator", "GroupPop",
-               "MostPop", "user generator alone"):
+               "MostPop", "user generator alone", *softmax):
     assert metrics["retrieval"][name]["new"]["users"] == round(0.2 * 75)
   assert "| TFRS + GAN user generator | new |" in (
       run_dir / "report.md").read_text()

@@ -58,6 +58,28 @@ def test_ease_matches_closed_form():
   assert np.all(np.diag(model.weights) == 0)
 
 
+def test_feature_softmax_learns_how_groups_combine():
+  # Item 1 is taken by young women only, item 2 by everyone else: one
+  # group's share cannot tell (GroupPop ranks item 2 first for a young
+  # woman); the crossed groups can.
+  import pandas as pd
+  from tfgan_rec.data import features
+  gender = ["F", "F", "M", "M"] * 10
+  age = ["young", "old", "young", "old"] * 10
+  ids = [f"u{i}" for i in range(40)]
+  table = features.feature_table(pd.DataFrame(
+      {"gender": gender + ["F"], "age": age + ["young"]}, index=ids + ["new"]),
+      ids + ["new"])
+  pairs = [[u + 1, 1 if u % 4 == 0 else 2] for u in range(40)]
+  train = matrix(pairs, users=41, items=2)
+  new_user = np.array([41])
+  soft = baselines.FeatureSoftmax(train, table, l2=1e-4).scores(new_user)
+  group = baselines.GroupPopular(train, table).scores(new_user)
+  assert soft[0, 1:].argmax() == 0 and group[0, 1:].argmax() == 1
+  assert baselines.tune_feature_softmax(train, table, k=1) in (1e-3, 3e-3,
+                                                               1e-2)
+
+
 def test_most_popular_and_item_mean():
   train = matrix([[1, 1], [2, 1], [2, 3]], items=3)
   assert baselines.MostPopular(train).scores(np.array([1]))[0].tolist() == \

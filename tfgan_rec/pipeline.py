@@ -100,6 +100,11 @@ def fit_baselines(split_data: SplitData, k: int
   if split_data.data.user_features.columns:
     scorers["GroupPop"] = baselines.GroupPopular(
         matrices["train"], split_data.data.user_features).scores
+    if "new" in split_data.user_slices:
+      l2 = baselines.tune_feature_softmax(
+          matrices["train"], split_data.data.user_features, k)
+      scorers[f"FeatureSoftmax (l2={l2:g})"] = baselines.FeatureSoftmax(
+          matrices["train"], split_data.data.user_features, l2).scores
   scorers[f"EASE (lambda={l2:g})"] = baselines.EASE(matrices["train"],
                                                      l2).scores
   scorers.update(_transitions(split_data, k))
