@@ -278,6 +278,10 @@ def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
   softmax = [name for name in metrics["retrieval"]
              if name.startswith("FeatureSoftmax (l2=")]
   assert len(softmax) == 1
+  # EASE keeps its own lambda (from its validation grid).
+  ease = [name for name in metrics["retrieval"] if name.startswith("EASE")]
+  assert len(ease) == 1 and float(ease[0][len("EASE (lambda="):-1]) in (
+      50, 100, 200, 500, 1000, 2000)
   assert "TFRS + GAN interactions" not in metrics["retrieval"]
   for name in ("TFRS two-stage", "TFRS + GAN user generator", "GroupPop",
                "MostPop", "user generator alone", *softmax):

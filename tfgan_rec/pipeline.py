@@ -90,24 +90,32 @@ def summarize_data(split_data: SplitData) -> DataSummary:
 
 def fit_baselines(split_data: SplitData, k: int
                   ) -> Dict[str, evaluate.ScoreFn]:
-  """MostPop, popularity within demographic groups (with user features),
-  EASE (lambda chosen on validation) and next-item transitions, on the
-  train part."""
+  """MostPop, the feature baselines (with user features), EASE (lambda
+  chosen on validation) and next-item transitions, on the train part."""
   matrices = split_data.matrices
-  l2 = (baselines.tune_ease(matrices["fit"], matrices["validation"], k)
-        if matrices["validation"].nnz else baselines.EASE_DEFAULT_L2)
-  scorers = {"MostPop": baselines.MostPopular(matrices["train"]).scores}
-  if split_data.data.user_features.columns:
-    scorers["GroupPop"] = baselines.GroupPopular(
-        matrices["train"], split_data.data.user_features).scores
-    if "new" in split_data.user_slices:
-      l2 = baselines.tune_feature_softmax(
-          matrices["train"], split_data.data.user_features, k)
-      scorers[f"FeatureSoftmax (l2={l2:g})"] = baselines.FeatureSoftmax(
-          matrices["train"], split_data.data.user_features, l2).scores
-  scorers[f"EASE (lambda={l2:g})"] = baselines.EASE(matrices["train"],
-                                                     l2).scores
+  ease_l2 = (baselines.tune_ease(matrices["fit"], matrices["validation"], k)
+             if matrices["validation"].nnz else baselines.EASE_DEFAULT_L2)
+  scorers = {"MostPop": baselines.MostPopular(matrices["train"]).scores,
+             **_feature_baselines(split_data, k)}
+  scorers[f"EASE (lambda={ease_l2:g})"] = baselines.EASE(
+      matrices["train"], ease_l2).scores
   scorers.update(_transitions(split_data, k))
+  return scorers
+
+
+def _feature_baselines(split_data: SplitData, k: int
+                       ) -> Dict[str, evaluate.ScoreFn]:
+  """Popularity within demographic groups, and, when the split has users
+  known by features only, the feature softmax (l2 chosen on held-out warm
+  users); none without user features."""
+  train, features = split_data.matrices["train"], split_data.data.user_features
+  if not features.columns:
+    return {}
+  scorers = {"GroupPop": baselines.GroupPopular(train, features).scores}
+  if "new" in split_data.user_slices:
+    l2 = baselines.tune_feature_softmax(train, features, k)
+    scorers[f"FeatureSoftmax (l2={l2:g})"] = baselines.FeatureSoftmax(
+        train, features, l2).scores
   return scorers
 
 
