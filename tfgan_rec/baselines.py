@@ -258,15 +258,21 @@ def tune_ease(fit: sparse.csr_matrix, validation: sparse.csr_matrix, k: int,
               grid: Sequence[float] = (50, 100, 200, 500, 1000, 2000)
               ) -> float:
   """Picks lambda by validation Recall@k (the test split is not used)."""
-  best_l2, best_recall = grid[0], -1.0
-  for l2 in grid:
-    model = EASE(fit, l2)
-    recall = evaluate.evaluate_retrieval(model.scores, fit, validation,
-                                         k)["overall"][f"recall@{k}"]
-    log.info("EASE lambda=%g validation recall@%d=%.4f", l2, k, recall)
+  return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
+      EASE(fit, l2).scores, fit, validation, k)["overall"][f"recall@{k}"],
+                  f"EASE lambda=%g validation recall@{k}=%.4f")
+
+
+def _best_of(grid: Sequence[float], recall_of, message: str) -> float:
+  """The first value of `grid` with the highest `recall_of(value)`, each
+  logged with `message` % (value, recall)."""
+  best, best_recall = grid[0], -1.0
+  for value in grid:
+    recall = recall_of(value)
+    log.info(message, value, recall)
     if recall > best_recall:
-      best_l2, best_recall = l2, recall
-  return best_l2
+      best, best_recall = value, recall
+  return best
 
 
 def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
@@ -282,15 +288,10 @@ def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
                               users[~held]).astype(np.float32))
   fit, target = keep @ train, train - keep @ train
   none = sparse.csr_matrix(train.shape, dtype=train.dtype)
-  best_l2, best_recall = grid[0], -1.0
-  for l2 in grid:
-    model = FeatureSoftmax(fit, user_features, l2)
-    recall = evaluate.evaluate_retrieval(model.scores, none, target,
-                                         k)["overall"][f"recall@{k}"]
-    log.info("FeatureSoftmax l2=%g held-out recall@%d=%.4f", l2, k, recall)
-    if recall > best_recall:
-      best_l2, best_recall = l2, recall
-  return best_l2
+  return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
+      FeatureSoftmax(fit, user_features, l2).scores, none, target,
+      k)["overall"][f"recall@{k}"],
+                  f"FeatureSoftmax l2=%g held-out recall@{k}=%.4f")
 
 
 def tune_transitions(rows, num_users: int, num_items: int,
