@@ -59,25 +59,31 @@ def test_ease_matches_closed_form():
 
 
 def test_feature_softmax_learns_how_groups_combine():
-  # Item 1 is taken by young women only, item 2 by everyone else: one
-  # group's share cannot tell (GroupPop ranks item 2 first for a young
-  # woman); the crossed groups can.
+  # Item 1 is taken by young women (5) and old men (15), item 2 by old
+  # women (20) and young men (20): an XOR of the two features. Per-feature
+  # shares (GroupPop) rank item 2 first for a young woman, and so would
+  # per-feature weights (their logits obey FY + MO = FO + MY, and the
+  # larger old-men group wins); the crossed groups rank item 1 first.
   import pandas as pd
   from tfgan_rec.data import features
-  gender = ["F", "F", "M", "M"] * 10
-  age = ["young", "old", "young", "old"] * 10
-  ids = [f"u{i}" for i in range(40)]
+  gender = ["F"] * 25 + ["M"] * 35
+  age = ["young"] * 5 + ["old"] * 20 + ["young"] * 20 + ["old"] * 15
+  takes_one = [(g, a) in (("F", "young"), ("M", "old"))
+               for g, a in zip(gender, age)]
+  ids = [f"u{i}" for i in range(60)]
   table = features.feature_table(pd.DataFrame(
       {"gender": gender + ["F"], "age": age + ["young"]}, index=ids + ["new"]),
       ids + ["new"])
-  pairs = [[u + 1, 1 if u % 4 == 0 else 2] for u in range(40)]
-  train = matrix(pairs, users=41, items=2)
-  new_user = np.array([41])
+  pairs = [[u + 1, 1 if one else 2] for u, one in enumerate(takes_one)]
+  train = matrix(pairs, users=61, items=2)
+  # Groups: gender 2 + age 2 + the padding row's own group in each, and
+  # the crosses.
+  inputs = baselines.group_crosses(table)
+  assert inputs.shape[0] == 62 and (inputs.sum(axis=1) == 3).all()
+  new_user = np.array([61])
   soft = baselines.FeatureSoftmax(train, table, l2=1e-4).scores(new_user)
   group = baselines.GroupPopular(train, table).scores(new_user)
   assert soft[0, 1:].argmax() == 0 and group[0, 1:].argmax() == 1
-  assert baselines.tune_feature_softmax(train, table, k=1) in (1e-3, 3e-3,
-                                                               1e-2)
 
 
 def test_most_popular_and_item_mean():

@@ -96,22 +96,26 @@ class FeatureSoftmax:
   likelihood, L2 penalty `l2`), on at most `max_users` users. Where
   `GroupPopular` adds per-feature shares, this learns how the groups
   combine (README, "New users": the measured figures on MovieLens 100K's
-  `--cold-users 0.1`). Fitted only when the split has users known by
-  features alone.
+  `--cold-users 0.1`). The inputs are sparse; the fit holds a few dense
+  [max_users, items + 1] arrays, so it is refused above `EASE_MAX_ITEMS`
+  items.
 
   >>> import pandas as pd
   >>> from tfgan_rec.data import features, interaction_matrix
   >>> table = features.feature_table(pd.DataFrame(
   ...     {"gender": ["F", "M", "F"]}, index=["a", "b", "c"]), ["a", "b", "c"])
   >>> train = interaction_matrix(np.array([1, 2]), np.array([1, 2]), 3, 2)
-  >>> int(FeatureSoftmax(train, table).scores(np.array([3])).argmax())
-  1
+  >>> int(FeatureSoftmax(train, table).scores(np.array([3]))[0, 1:].argmax())
+  0
   """
 
   def __init__(self, train: sparse.csr_matrix, user_features,
                l2: float = 3e-3, steps: int = 300,
                learning_rate: float = 0.05, max_groups: int = 25,
                max_users: int = 20_000, seed: int = 0):
+    if train.shape[1] > EASE_MAX_ITEMS:
+      raise ValueError(f"FeatureSoftmax holds dense [users, items] arrays; "
+                       f"over {EASE_MAX_ITEMS} items it is skipped.")
     self.inputs = group_crosses(user_features, max_groups)
     users = np.flatnonzero(np.asarray(train.sum(axis=1)).ravel() > 0)
     if len(users) > max_users:
@@ -121,46 +125,49 @@ class FeatureSoftmax:
         self.inputs[users], train[users], l2, steps, learning_rate)
 
   def scores(self, users: np.ndarray) -> np.ndarray:
-    return self.inputs[users] @ self.weights + self.bias
+    return np.asarray(self.inputs[users] @ self.weights) + self.bias
 
 
-def group_crosses(user_features, max_groups: int = 25) -> np.ndarray:
-  """[users, inputs] float32 one-hot groups of every feature with at most
-  `max_groups` values and of every pair of them (crossed)."""
+def group_crosses(user_features, max_groups: int = 25) -> sparse.csr_matrix:
+  """[users, inputs] sparse 0/1: the group of every feature with at most
+  `max_groups` values, and of every pair of them (crossed)."""
   codes = [_group_codes(column, user_features.kinds[name])
            for name, column in user_features.columns.items()]
   codes = [c for c in codes if c.max() + 1 <= max_groups]
   crossed = [a * (b.max() + 1) + b for i, a in enumerate(codes)
              for b in codes[i + 1:]]
-  blocks = [np.eye(c.max() + 1, dtype=np.float32)[c]
+  rows = len(next(iter(user_features.columns.values())))
+  blocks = [sparse.csr_matrix((np.ones(rows, np.float32),
+                               (np.arange(rows), c)), shape=(rows, c.max() + 1))
             for c in codes + crossed]
-  if not blocks:  # no feature with few enough groups: popularity only
-    rows = len(next(iter(user_features.columns.values())))
-    return np.zeros((rows, 0), np.float32)
-  return np.concatenate(blocks, 1)
+  # No feature with few enough groups: no inputs, popularity only.
+  return (sparse.hstack(blocks, format="csr") if blocks else
+          sparse.csr_matrix((rows, 0), dtype=np.float32))
 
 
-def _fit_softmax(inputs: np.ndarray, items: sparse.csr_matrix, l2: float,
+def _fit_softmax(inputs: sparse.csr_matrix, items: sparse.csr_matrix,
+                 l2: float,
                  steps: int, learning_rate: float) -> tuple:
   """(weights [inputs, items], bias [items]) minimising the mean cross-
   entropy of softmax(inputs W + b) against each row of `items` normalised
-  to sum 1, plus l2 |W|^2, by full-batch Adam from W = 0 and b = log item
-  counts."""
+  to sum 1, plus l2 |W|^2, by full-batch Adam from W = 0 and
+  b = log(item counts + 1)."""
   counts = np.asarray(items.sum(axis=0), np.float64).ravel()
   targets = sparse.diags(1.0 / np.maximum(np.asarray(
       items.sum(axis=1)).ravel(), 1e-9)) @ items
   # The targets' part of the gradient is the same every step.
-  target_inputs = np.asarray((targets.T @ inputs).T, np.float32)
+  target_inputs = np.asarray((targets.T @ inputs).T.todense(), np.float32)
   target_bias = np.asarray(targets.sum(axis=0), np.float32).ravel()
   params = [np.zeros((inputs.shape[1], items.shape[1]), np.float32),
             np.log(counts + 1.0).astype(np.float32)]
   moments = [[np.zeros_like(p), np.zeros_like(p)] for p in params]
-  n = float(len(inputs))
+  n = float(inputs.shape[0])
   for step in range(1, steps + 1):
-    logits = inputs @ params[0] + params[1]
+    logits = np.asarray(inputs @ params[0]) + params[1]
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    grads = [(inputs.T @ probs - target_inputs) / n + 2 * l2 * params[0],
+    grads = [(np.asarray(inputs.T @ probs) - target_inputs) / n +
+             2 * l2 * params[0],
              (probs.sum(axis=0) - target_bias) / n]
     for param, grad, moment in zip(params, grads, moments):
       moment[0] += 0.1 * (grad - moment[0])
@@ -284,6 +291,8 @@ def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
   used)."""
   users = np.flatnonzero(np.asarray(train.sum(axis=1)).ravel() > 0)
   held = np.random.default_rng(seed).random(len(users)) < held_out
+  if not held.any() or held.all():  # too few users to tell
+    return grid[len(grid) // 2]
   keep = sparse.diags(np.isin(np.arange(train.shape[0]),
                               users[~held]).astype(np.float32))
   fit, target = keep @ train, train - keep @ train

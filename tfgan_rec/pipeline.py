@@ -112,7 +112,8 @@ def _feature_baselines(split_data: SplitData, k: int
   if not features.columns:
     return {}
   scorers = {"GroupPop": baselines.GroupPopular(train, features).scores}
-  if "new" in split_data.user_slices:
+  if ("new" in split_data.user_slices and
+      train.shape[1] <= baselines.EASE_MAX_ITEMS):
     l2 = baselines.tune_feature_softmax(train, features, k)
     scorers[f"FeatureSoftmax (l2={l2:g})"] = baselines.FeatureSoftmax(
         train, features, l2).scores
