@@ -65,10 +65,7 @@ class GroupPopular:
     counts = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
     share = counts / max(counts.sum(), 1.0)
     self.groups, self.tables = [], []
-    for name, column in user_features.columns.items():
-      codes = _group_codes(column, user_features.kinds[name])
-      if codes.max() + 1 > max_groups:
-        continue
+    for codes in small_group_codes(user_features, max_groups):
       members = sparse.csr_matrix(
           (np.ones(len(codes)), (codes, np.arange(len(codes)))))
       group_counts = np.asarray((members @ train).todense())
@@ -131,9 +128,7 @@ class FeatureSoftmax:
 def group_crosses(user_features, max_groups: int = 25) -> sparse.csr_matrix:
   """[users, inputs] sparse 0/1: the group of every feature with at most
   `max_groups` values, and of every pair of them (crossed)."""
-  codes = [_group_codes(column, user_features.kinds[name])
-           for name, column in user_features.columns.items()]
-  codes = [c for c in codes if c.max() + 1 <= max_groups]
+  codes = small_group_codes(user_features, max_groups)
   crossed = [a * (b.max() + 1) + b for i, a in enumerate(codes)
              for b in codes[i + 1:]]
   rows = len(next(iter(user_features.columns.values())))
@@ -146,8 +141,7 @@ def group_crosses(user_features, max_groups: int = 25) -> sparse.csr_matrix:
 
 
 def _fit_softmax(inputs: sparse.csr_matrix, items: sparse.csr_matrix,
-                 l2: float,
-                 steps: int, learning_rate: float) -> tuple:
+                 l2: float, steps: int, learning_rate: float) -> tuple:
   """(weights [inputs, items], bias [items]) minimising the mean cross-
   entropy of softmax(inputs W + b) against each row of `items` normalised
   to sum 1, plus l2 |W|^2, by full-batch Adam from W = 0 and
@@ -175,6 +169,15 @@ def _fit_softmax(inputs: sparse.csr_matrix, items: sparse.csr_matrix,
       param -= learning_rate * (moment[0] / (1 - 0.9 ** step)) / (
           np.sqrt(moment[1] / (1 - 0.999 ** step)) + 1e-8)
   return params[0], params[1]
+
+
+def small_group_codes(user_features, max_groups: int) -> list:
+  """Each user's group code [users] for every feature with at most
+  `max_groups` groups (the features `GroupPopular` and `FeatureSoftmax`
+  use)."""
+  codes = [_group_codes(column, user_features.kinds[name])
+           for name, column in user_features.columns.items()]
+  return [c for c in codes if c.max() + 1 <= max_groups]
 
 
 def _group_codes(column: np.ndarray, kind: str) -> np.ndarray:
@@ -295,7 +298,8 @@ def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
     return grid[len(grid) // 2]
   keep = sparse.diags(np.isin(np.arange(train.shape[0]),
                               users[~held]).astype(np.float32))
-  fit, target = keep @ train, train - keep @ train
+  fit = keep @ train
+  target = train - fit
   none = sparse.csr_matrix(train.shape, dtype=train.dtype)
   return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
       FeatureSoftmax(fit, user_features, l2).scores, none, target,
