@@ -9,7 +9,7 @@ import yaml
 
 from tfgan_rec import cli
 from tfgan_rec import export as export_lib
-from tfgan_rec import saved_models, train
+from tfgan_rec import pipeline, saved_models, train
 
 TINY = ["--dataset", "synthetic", "--synthetic-interactions", "3000",
         "--epochs", "3", "--patience", "2"]
@@ -272,7 +272,8 @@ def test_augment_auto_needs_a_validation_split(tmp_path, capsys):
 def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
   run_dir = run(tmp_path, "cold", "--cold-users", "0.2", "--augment", "gan",
                 "--gan-steps", "10", "--gan-batch-size", "32",
-                "--user-gan-steps", "20", "--augment-items", "0")
+                "--user-gan-steps", "20", "--augment-items", "0",
+                "--new-users", "features")
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert "GroupPop" in metrics["retrieval"]
   softmax = [name for name in metrics["retrieval"]
@@ -288,3 +289,22 @@ def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
     assert metrics["retrieval"][name]["new"]["users"] == round(0.2 * 75)
   assert "| TFRS + GAN user generator | new |" in (
       run_dir / "report.md").read_text()
+  # The feature softmax serves the new users, and only them.
+  assert metrics["decisions"]["users without history"].startswith(
+      "the feature softmax")
+  served = metrics["retrieval"][pipeline.NEW_USERS_NAME]
+  assert served["new"] == pytest.approx(metrics["retrieval"][softmax[0]]["new"])
+  assert served["dense"] == metrics["retrieval"]["TFRS + GAN user generator"][
+      "dense"]
+  # The export stage restores it from the run: the same items for them.
+  again = tmp_path / "export-again"
+  assert export_lib.main(["--run-dir", str(run_dir), "--export-dir",
+                          str(again)]) == 0
+  config = pipeline.load_run_config(str(run_dir))
+  ready = pipeline.prepare(config.data, config.seed)
+  new = ready.data.user_ids[ready.user_slices["new"][1:]][:5]
+  outputs = [tf.saved_model.load(str(root / "recommend" / "1")).signatures[
+      "serving_default"](user_id=tf.constant(new),
+                         k=tf.constant([5] * len(new), tf.int32))
+             for root in (tmp_path / "export", again)]
+  np.testing.assert_array_equal(outputs[0]["item_ids"], outputs[1]["item_ids"])

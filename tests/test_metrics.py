@@ -78,7 +78,7 @@ def test_feature_softmax_learns_how_groups_combine():
   train = matrix(pairs, users=61, items=2)
   # Groups: gender 2 + age 2 + the padding row's own group in each, and
   # the crosses.
-  inputs = baselines.group_crosses(table)
+  _, inputs = baselines.group_crosses(table)
   assert inputs.shape[0] == 62 and (inputs.sum(axis=1) == 3).all()
   new_user = np.array([61])
   soft = baselines.FeatureSoftmax(train, table, l2=1e-4).scores(new_user)

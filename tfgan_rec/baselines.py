@@ -12,13 +12,12 @@
   rating shrunk toward the global mean.
 """
 import logging
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
-from tfgan_rec import evaluate
+from tfgan_rec import evaluate, feature_groups
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +44,12 @@ class MostPopular:
 class GroupPopular:
   """Popularity within the user's demographic groups.
 
-  For each user feature with at most `max_groups` values (numeric features
-  in quartiles), the share of each item among the interactions of users
-  with the same value, shrunk toward the global share by `shrinkage`
-  interactions: (n_gi + a p_i) / (n_g + a); a user's score is the sum over
-  features. This is what features alone say about a new user's taste.
+  For each user feature with at most `max_groups` groups (`feature_groups`:
+  the shared encoder's ids, numbers in deciles), the share of each item
+  among the interactions of users in the same group, shrunk toward the
+  global share by `shrinkage` interactions: (n_gi + a p_i) / (n_g + a); a
+  user's score is the sum over features. This is what features alone say
+  about a new user's taste.
 
   >>> import pandas as pd
   >>> from tfgan_rec.data import features, interaction_matrix
@@ -61,11 +61,13 @@ class GroupPopular:
   """
 
   def __init__(self, train: sparse.csr_matrix, user_features,
-               shrinkage: float = 100.0, max_groups: int = 25):
+               shrinkage: float = 100.0,
+               max_groups: int = feature_groups.DEFAULT_MAX_GROUPS):
     counts = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
     share = counts / max(counts.sum(), 1.0)
     self.groups, self.tables = [], []
-    for codes in small_group_codes(user_features, max_groups):
+    _, codes_by_name = feature_groups.encode_groups(user_features, max_groups)
+    for codes in codes_by_name.values():
       members = sparse.csr_matrix(
           (np.ones(len(codes)), (codes, np.arange(len(codes)))))
       group_counts = np.asarray((members @ train).todense())
@@ -86,16 +88,17 @@ class GroupPopular:
 class FeatureSoftmax:
   """Softmax regression from a user's demographic groups to their items.
 
-  The inputs are one-hot groups (as `GroupPopular`'s: features with at most
-  `max_groups` values, numbers in quartiles) and every pair of features'
-  crossed groups; the weights and a per-item bias are fitted by full-batch
-  Adam to each training user's items as a distribution (multinomial
-  likelihood, L2 penalty `l2`), on at most `max_users` users. Where
-  `GroupPopular` adds per-feature shares, this learns how the groups
-  combine (README, "New users": the measured figures on MovieLens 100K's
-  `--cold-users 0.1`). The inputs are sparse; the fit holds a few dense
-  [max_users, items + 1] arrays, so it is refused above `EASE_MAX_ITEMS`
-  items.
+  The inputs are one-hot groups (`feature_groups`: the shared encoder's
+  ids of the features with at most `max_groups` of them, numbers in
+  deciles) and every pair of features' crossed groups; the weights and a
+  per-item bias are fitted by full-batch Adam to each training user's items
+  as a distribution (multinomial likelihood, L2 penalty `l2`), on at most
+  `max_users` users. Where `GroupPopular` adds per-feature shares, this
+  learns how the groups combine (README, "New users": the measured figures
+  on MovieLens 100K's `--cold-users 0.1`). `layer()` scores the same way
+  in the graph, for serving. The inputs are sparse; the fit holds a few
+  dense [max_users, items + 1] arrays, so it is refused above
+  `EASE_MAX_ITEMS` items.
 
   >>> import pandas as pd
   >>> from tfgan_rec.data import features, interaction_matrix
@@ -108,12 +111,13 @@ class FeatureSoftmax:
 
   def __init__(self, train: sparse.csr_matrix, user_features,
                l2: float = 3e-3, steps: int = 300,
-               learning_rate: float = 0.05, max_groups: int = 25,
+               learning_rate: float = 0.05,
+               max_groups: int = feature_groups.DEFAULT_MAX_GROUPS,
                max_users: int = 20_000, seed: int = 0):
     if train.shape[1] > EASE_MAX_ITEMS:
       raise ValueError(f"FeatureSoftmax holds dense [users, items] arrays; "
                        f"over {EASE_MAX_ITEMS} items it is skipped.")
-    self.inputs = group_crosses(user_features, max_groups)
+    self.groups, self.inputs = group_crosses(user_features, max_groups)
     users = np.flatnonzero(np.asarray(train.sum(axis=1)).ravel() > 0)
     if len(users) > max_users:
       users = np.sort(np.random.default_rng(seed).choice(
@@ -124,20 +128,28 @@ class FeatureSoftmax:
   def scores(self, users: np.ndarray) -> np.ndarray:
     return np.asarray(self.inputs[users] @ self.weights) + self.bias
 
+  def layer(self, **kwargs) -> feature_groups.GroupSoftmax:
+    """The fitted model as a Keras layer on the encoder's output."""
+    return feature_groups.GroupSoftmax(self.groups, self.weights, self.bias,
+                                       **kwargs)
 
-def group_crosses(user_features, max_groups: int = 25) -> sparse.csr_matrix:
-  """[users, inputs] sparse 0/1: the group of every feature with at most
-  `max_groups` values, and of every pair of them (crossed)."""
-  codes = small_group_codes(user_features, max_groups)
-  crossed = [a * (b.max() + 1) + b for i, a in enumerate(codes)
-             for b in codes[i + 1:]]
-  rows = len(next(iter(user_features.columns.values())))
-  blocks = [sparse.csr_matrix((np.ones(rows, np.float32),
-                               (np.arange(rows), c)), shape=(rows, c.max() + 1))
-            for c in codes + crossed]
+
+def group_crosses(user_features,
+                  max_groups: int = feature_groups.DEFAULT_MAX_GROUPS
+                  ) -> Tuple[feature_groups.FeatureGroups, sparse.csr_matrix]:
+  """The group features and [users, inputs] sparse 0/1: each user's group
+  of every feature with at most `max_groups` ids, and of every pair of them
+  (crossed)."""
+  groups, codes = feature_groups.encode_groups(user_features, max_groups)
+  rows = len(next(iter(user_features.columns.values()), []))
+  ids = groups.input_ids(codes)
   # No feature with few enough groups: no inputs, popularity only.
-  return (sparse.hstack(blocks, format="csr") if blocks else
-          sparse.csr_matrix((rows, 0), dtype=np.float32))
+  inputs = sparse.csr_matrix(
+      (np.ones(rows * len(ids), np.float32),
+       (np.repeat(np.arange(rows), len(ids)),
+        np.stack(ids, axis=1).ravel() if ids else np.zeros(0, int))),
+      shape=(rows, groups.num_inputs))
+  return groups, inputs
 
 
 def _fit_softmax(inputs: sparse.csr_matrix, items: sparse.csr_matrix,
@@ -169,25 +181,6 @@ def _fit_softmax(inputs: sparse.csr_matrix, items: sparse.csr_matrix,
       param -= learning_rate * (moment[0] / (1 - 0.9 ** step)) / (
           np.sqrt(moment[1] / (1 - 0.999 ** step)) + 1e-8)
   return params[0], params[1]
-
-
-def small_group_codes(user_features, max_groups: int) -> list:
-  """Each user's group code [users] for every feature with at most
-  `max_groups` groups (the features `GroupPopular` and `FeatureSoftmax`
-  use)."""
-  codes = [_group_codes(column, user_features.kinds[name])
-           for name, column in user_features.columns.items()]
-  return [c for c in codes if c.max() + 1 <= max_groups]
-
-
-def _group_codes(column: np.ndarray, kind: str) -> np.ndarray:
-  """One integer group per user: the value (numbers in quartiles, missing
-  a group of its own)."""
-  values = pd.Series(column)
-  if kind == "numeric":
-    numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
-    values = pd.qcut(numbers, 4, labels=False, duplicates="drop")
-  return pd.factorize(values, use_na_sentinel=False)[0]
 
 
 class EASE:
@@ -270,40 +263,61 @@ def tune_ease(fit: sparse.csr_matrix, validation: sparse.csr_matrix, k: int,
   """Picks lambda by validation Recall@k (the test split is not used)."""
   return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
       EASE(fit, l2).scores, fit, validation, k)["overall"][f"recall@{k}"],
-                  f"EASE lambda=%g validation recall@{k}=%.4f")
+                  f"EASE lambda=%g validation recall@{k}=%.4f")[0]
 
 
-def _best_of(grid: Sequence[float], recall_of, message: str) -> float:
-  """The first value of `grid` with the highest `recall_of(value)`, each
-  logged with `message` % (value, recall)."""
+def _best_of(grid: Sequence[float], recall_of,
+             message: str) -> Tuple[float, float]:
+  """(the first value of `grid` with the highest `recall_of(value)`, that
+  recall), each value logged with `message` % (value, recall)."""
   best, best_recall = grid[0], -1.0
   for value in grid:
     recall = recall_of(value)
     log.info(message, value, recall)
     if recall > best_recall:
       best, best_recall = value, recall
-  return best
+  return best, best_recall
+
+
+def new_user_holdout(train: sparse.csr_matrix, held_out: float = 0.1,
+                     seed: int = 0) -> Optional[Tuple[sparse.csr_matrix,
+                                                      sparse.csr_matrix]]:
+  """A seeded `held_out` share of the users with training interactions,
+  treated as new users: (`train` without their rows, their rows); None
+  when there are too few users to hold some out and keep some."""
+  users = np.flatnonzero(np.asarray(train.sum(axis=1)).ravel() > 0)
+  held = np.random.default_rng(seed).random(len(users)) < held_out
+  if not held.any() or held.all():
+    return None
+  keep = sparse.diags(np.isin(np.arange(train.shape[0]),
+                              users[~held]).astype(np.float32))
+  fit = (keep @ train).tocsr()
+  return fit, (train - fit).tocsr()
+
+
+def new_user_recall(score_fn: evaluate.ScoreFn, target: sparse.csr_matrix,
+                    k: int) -> float:
+  """Recall@k of `score_fn` on the rows of `target` (nothing excluded: the
+  users are new)."""
+  none = sparse.csr_matrix(target.shape, dtype=target.dtype)
+  return evaluate.evaluate_retrieval(score_fn, none, target,
+                                     k)["overall"][f"recall@{k}"]
 
 
 def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
                          grid: Sequence[float] = (1e-3, 3e-3, 1e-2),
-                         held_out: float = 0.1, seed: int = 0) -> float:
-  """Picks `FeatureSoftmax`'s l2 by the Recall@k of a seeded `held_out`
-  share of the users with training interactions, treated as new users
-  (fitted without their rows, scored on all of them; the test split is not
-  used)."""
-  users = np.flatnonzero(np.asarray(train.sum(axis=1)).ravel() > 0)
-  held = np.random.default_rng(seed).random(len(users)) < held_out
-  if not held.any() or held.all():  # too few users to tell
-    return grid[len(grid) // 2]
-  keep = sparse.diags(np.isin(np.arange(train.shape[0]),
-                              users[~held]).astype(np.float32))
-  fit = keep @ train
-  target = train - fit
-  none = sparse.csr_matrix(train.shape, dtype=train.dtype)
-  return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
-      FeatureSoftmax(fit, user_features, l2).scores, none, target,
-      k)["overall"][f"recall@{k}"],
+                         held_out: float = 0.1, seed: int = 0
+                         ) -> Tuple[float, Optional[float]]:
+  """(`FeatureSoftmax`'s l2, its held-out Recall@k): the l2 with the best
+  Recall@k of `new_user_holdout`'s users (fitted without their rows, scored
+  on all of them; the test split is not used). The recall is None, and l2
+  the grid's middle, when there are too few users to tell."""
+  holdout = new_user_holdout(train, held_out, seed)
+  if holdout is None:
+    return grid[len(grid) // 2], None
+  fit, target = holdout
+  return _best_of(grid, lambda l2: new_user_recall(
+      FeatureSoftmax(fit, user_features, l2).scores, target, k),
                   f"FeatureSoftmax l2=%g held-out recall@{k}=%.4f")
 
 

@@ -25,8 +25,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfgan_rec import (augmentation, baselines, cluster, evaluate, plots,
-                       release, report, saved_models, thin_users)
+from tfgan_rec import (augmentation, baselines, cluster, evaluate,
+                       new_users, plots, release, report, saved_models,
+                       thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
                               NewItemSummary, RunSummary,
                               UserGeneratorSummary)
@@ -52,6 +53,7 @@ MODEL_NAME = "TFRS two-stage"
 AUGMENTED_NAMES = {"gan": "TFRS + GAN interactions",
                    "ease": "TFRS + EASE interactions (teacher ablation)"}
 USER_GENERATOR_NAME = "TFRS + GAN user generator"
+NEW_USERS_NAME = "served: new users by features"
 # Fewer validation users than this taking new items decide nothing (the
 # generated embeddings, +33.7% over 5 seeds on test, stay).
 MIN_DECISION_USERS = 10
@@ -114,7 +116,7 @@ def _feature_baselines(split_data: SplitData, k: int
   scorers = {"GroupPop": baselines.GroupPopular(train, features).scores}
   if ("new" in split_data.user_slices and
       train.shape[1] <= baselines.EASE_MAX_ITEMS):
-    l2 = baselines.tune_feature_softmax(train, features, k)
+    l2, _ = baselines.tune_feature_softmax(train, features, k)
     scorers[f"FeatureSoftmax (l2={l2:g})"] = baselines.FeatureSoftmax(
         train, features, l2).scores
   return scorers
@@ -409,11 +411,17 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   exports it with `config.export`."""
   split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
-  rebuild = (thin_users.attach_untrained
-             if config.augmentation.uses_gan else None)
-  model = training.restore_model(
-      config, split_data.data, split_data.examples("train"), model_dir,
-      rebuild=rebuild and (lambda model: rebuild(config, model)))
+  with_scorer = training.saved_with(model_dir, new_users.SCORER_NAME)
+
+  def rebuild(model: TwoStageModel) -> None:
+    if config.augmentation.uses_gan:
+      thin_users.attach_untrained(config, model)
+    if with_scorer:
+      new_users.attach_untrained(model)
+
+  model = training.restore_model(config, split_data.data,
+                                 split_data.examples("train"), model_dir,
+                                 rebuild=rebuild)
   candidates_path = os.path.join(model_dir, CANDIDATES_FILE)
   candidates = (np.load(candidates_path) if os.path.isfile(candidates_path)
                 else None)
@@ -461,6 +469,7 @@ def _run(config: RunConfig, run_dir: str, out_dir: str,
   result, train_rows, fit_rows = _train_and_evaluate(
       config, split_data, checkpoints, timer, summary)
   model = result.model
+  _serve_new_users(config, split_data, model, timer, summary)
   # Without the refit, the model to export learnt the fit rows only.
   rows = fit_rows if model is result.fit_model else train_rows
   candidates = _new_items(config, split_data, result, rows, fit_rows, timer,
@@ -632,6 +641,26 @@ def _interaction_scorers(config: RunConfig, split_data: SplitData,
   return (augmentation.gan_scorer(trainer, fit_rows, data, samples),
           augmentation.gan_scorer(trainer, train_rows, data, samples),
           trainer.last_metrics)
+
+
+def _serve_new_users(config: RunConfig, split_data: SplitData,
+                     model: TwoStageModel, timer: StageTimer,
+                     summary: RunSummary) -> None:
+  """Who retrieves for users without history (`new_users`), in
+  `summary.decisions`; when the feature softmax serves them and the test
+  split has new users, the model is reported again as `NEW_USERS_NAME`
+  (listed first: it is the model exported)."""
+  with timer("new users"):
+    choice = new_users.choose_scorer(config, split_data, model)
+  scorer = ("the feature softmax" if choice.scorer == "features" else
+            "the query tower")
+  summary.decisions["users without history"] = f"{scorer} ({choice.reason})"
+  if (choice.scorer == "features" and split_data.has_test and
+      "new" in split_data.user_slices):
+    served = evaluate_retrieval(
+        lambda users: training.score_all_items(model, users), split_data,
+        config.eval.k)
+    summary.retrieval = {NEW_USERS_NAME: served, **summary.retrieval}
 
 
 def _record_generator_alone(summary: RunSummary, model: TwoStageModel,

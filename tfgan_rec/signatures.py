@@ -14,7 +14,9 @@
   smaller k is padded with "" and 0.
 
 A user's (or every group member's) training items are never recommended;
-unknown users get popular items. Bad requests (empty batch, k out of range,
+unknown users get popular items. When the model has a new-user scorer
+(`tfgan_rec.new_users`), it retrieves for known users without training
+interactions and for `recommend_for_features` rows without liked items. Bad requests (empty batch, k out of range,
 unknown strategy) fail with an InvalidArgument error naming the input.
 
 Retrieval and the first stage of `serving_default` and
@@ -123,15 +125,28 @@ class _Catalogue(_IdLookups):
                                 popularity)
 
   def top(self, query: tf.Tensor, known: tf.Tensor, excluded: tf.Tensor,
-          n: int):
+          n: int, by_features=None):
     """(scores, item indices) [batch, n] of the best items: `scores` except
     the `excluded` (row, item) pairs, exactly or through the compact
-    index."""
+    index; `by_features` (the model's `new_user_scores`: scores, rows)
+    replaces the rows it names, searched exactly."""
     if self.compact is not None:
-      return self.compact.top(self._query_rows(query, known), known,
+      best = self.compact.top(self._query_rows(query, known), known,
                               excluded, n)
-    best = tf.math.top_k(_excluded(self.scores(query, known), excluded), n)
-    return best.values, best.indices
+    else:
+      best = tf.math.top_k(_excluded(self.scores(query, known), excluded), n)
+      best = best.values, best.indices
+    if by_features is None:
+      return best
+    scores, rows = by_features
+
+    def replaced():
+      chosen = tf.math.top_k(_excluded(scores, excluded), n)
+      return (tf.where(rows[:, None], chosen.values, best[0]),
+              tf.where(rows[:, None], chosen.indices, best[1]))
+
+    # Requests without a new user skip the scorer's top-k.
+    return tf.cond(tf.reduce_any(rows), replaced, lambda: best)
 
   def seen_indices(self, user: tf.Tensor) -> tf.Tensor:
     """[n, 2] (row, item) pairs: the training items of each user (row), and
@@ -190,7 +205,8 @@ class RetrievalModule(_Catalogue):
     with tf.control_dependencies([_check_batch(user_id, "user_id")]):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     scores, items = self.top(self.model.user_embeddings(user), user > 0,
-                             self.seen_indices(user), self.top_k)
+                             self.seen_indices(user), self.top_k,
+                             self.model.stored_new_user_scores(user))
     return {"item_ids": self.to_ids(items), "scores": scores}
 
 
@@ -259,11 +275,13 @@ class RecommendModule(_Catalogue):
     return {"item_ids": tf.where(keep, self.to_ids(items), ""),
             "scores": tf.where(keep, best.values, 0.0)}
 
-  def _two_stage(self, query, known, excluded, k):
+  def _two_stage(self, query, known, excluded, k, by_features=None):
     """The top `num_candidates` items for `query` (popularity where not
-    `known`) except the `excluded` (row, item) pairs, re-ranked by the
-    ratings predicted for `query`."""
-    candidates = self.top(query, known, excluded, self.num_candidates)[1]
+    `known`, the new-user scorer's where `by_features` says) except the
+    `excluded` (row, item) pairs, re-ranked by the ratings predicted for
+    `query`."""
+    candidates = self.top(query, known, excluded, self.num_candidates,
+                          by_features)[1]
     ratings = lambda items: self._ratings(query, items)
     return self._rerank(candidates, ratings, k)
 
@@ -289,7 +307,8 @@ class RecommendModule(_Catalogue):
     with tf.control_dependencies(checks):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     query = self.model.user_embeddings(user)
-    return self._two_stage(query, user > 0, self.seen_indices(user), k)
+    return self._two_stage(query, user > 0, self.seen_indices(user), k,
+                           self.model.stored_new_user_scores(user))
 
   def _for_features(self, features, liked_item_ids, k):
     checks = self._check_k(k) + [tf.debugging.assert_equal(
@@ -300,14 +319,16 @@ class RecommendModule(_Catalogue):
       liked = tf.cast(self.item_lookup(liked_item_ids), tf.int32)
     # Unknown liked IDs and "" padding both map to 0, which pools as empty;
     # the raw strings go to the query tower's own FeaturePreprocessing.
-    query = self.model.new_user_embeddings(features, liked)
+    encoded = self.model.user_preprocessing(features)
+    query = self.model.new_user_embeddings(encoded, liked)
     # Liked items are excluded, and "" (item 0, the padding) with them.
     rows = tf.repeat(tf.range(tf.shape(liked)[0]), tf.shape(liked)[1])
     liked_pairs = tf.stack([rows, tf.reshape(liked, [-1])], axis=1)
     padding = tf.stack([tf.range(tf.size(k)), tf.zeros_like(k)], axis=1)
     # Known through features, so the learned scores are used, not popularity.
     return self._two_stage(query, tf.ones_like(k, tf.bool),
-                           tf.concat([liked_pairs, padding], 0), k)
+                           tf.concat([liked_pairs, padding], 0), k,
+                           self.model.new_user_scores(encoded, liked))
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.string, name="member_ids"),

@@ -1,5 +1,5 @@
 """The two-stage TFRS model: a retrieval task and a ranking task."""
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -152,6 +152,7 @@ class TwoStageModel(tfrs.Model):
                                         data.item_features, "item")
     self.history_items = _constant_table(history, "history_items")
     self.thin_user_query = None
+    self.new_user_scorer = None
     # The rating head predicts the deviation from the mean training rating.
     self.rating_offset = tf.Variable(float(rating_mean), trainable=False,
                                      name="rating_offset")
@@ -198,16 +199,43 @@ class TwoStageModel(tfrs.Model):
     """The users' encoded features, {name: [B, ...]}."""
     return {k: tf.gather(v, user) for k, v in self.user_features.items()}
 
-  def new_user_embeddings(self, raw_features: Dict[str, tf.Tensor],
+  def new_user_embeddings(self, features: Dict[str, tf.Tensor],
                           liked: tf.Tensor) -> tf.Tensor:
-    """Query embeddings of users known only by raw features and the items
-    [B, L] they liked (0 pads), with the `thin_user_query` blend if any."""
-    features = self.user_preprocessing(raw_features)
+    """Query embeddings of users known only by features (encoded by
+    `user_preprocessing`) and the items [B, L] they liked (0 pads), with
+    the `thin_user_query` blend if any."""
     user = tf.zeros(tf.shape(liked)[:1], tf.int32)
     query = self.query_tower(user, features, liked, preprocessed=True)
     if self.thin_user_query is not None:
       query = self.thin_user_query(liked, features, query)
     return query
+
+  def new_user_scores(self, features: Dict[str, tf.Tensor],
+                      history: tf.Tensor
+                      ) -> Optional[Tuple[tf.Tensor, tf.Tensor]]:
+    """With a new-user scorer attached, (its item scores [B, items + 1] for
+    the encoded `features`, the rows [B] with no `history` item: the ones
+    it serves); None without one."""
+    if self.new_user_scorer is None:
+      return None
+    return (self.new_user_scorer(features),
+            tf.reduce_all(history == 0, axis=1))
+
+  def stored_new_user_scores(self, user: tf.Tensor
+                             ) -> Optional[Tuple[tf.Tensor, tf.Tensor]]:
+    """`new_user_scores` of known users (user > 0) from their stored
+    features and history."""
+    scored = self.new_user_scores(self.user_feature_rows(user),
+                                  tf.gather(self.history_items, user))
+    if scored is None:
+      return None
+    return scored[0], scored[1] & (user > 0)
+
+  def attach_new_user_scorer(self, layer: tf.keras.layers.Layer) -> None:
+    """Serves users without history by `layer(encoded features) -> item
+    scores [B, items + 1]` instead of the query tower's (retrieval only;
+    ratings still come from the tower; see `thin_users`)."""
+    self.new_user_scorer = layer
 
   def attach_thin_user_query(self, layer: tf.keras.layers.Layer) -> None:
     """Serves users with short histories through `layer(history, encoded

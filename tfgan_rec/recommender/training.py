@@ -123,6 +123,13 @@ def save_model(model: TwoStageModel, directory: str) -> str:
       os.path.join(directory, "model"))
 
 
+def saved_with(directory: str, attribute: str) -> bool:
+  """Whether the model `save_model` wrote to `directory` had `attribute`
+  (e.g. a layer attached after training)."""
+  names = tf.train.list_variables(os.path.join(directory, "model"))
+  return any(name.startswith(f"model/{attribute}/") for name, _ in names)
+
+
 def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
                   directory: str,
                   rebuild: Optional[Callable[[TwoStageModel], None]] = None
@@ -221,12 +228,18 @@ def item_matrix(model: TwoStageModel) -> np.ndarray:
 
 def score_all_items(model: TwoStageModel, users: np.ndarray,
                     candidates: Optional[np.ndarray] = None) -> np.ndarray:
-  """[len(users), num_items + 1] retrieval scores (column 0 = padding);
+  """[len(users), num_items + 1] retrieval scores (column 0 = padding), by
+  the new-user scorer for users without history if one is attached;
   `candidates` replaces the tower's item embeddings (e.g. generated ones)."""
   if candidates is None:
     candidates = item_matrix(model)
-  queries = model.user_embeddings(tf.constant(users, tf.int32))
-  return tf.matmul(queries, candidates, transpose_b=True).numpy()
+  users = tf.constant(users, tf.int32)
+  scores = tf.matmul(model.user_embeddings(users), candidates,
+                     transpose_b=True)
+  by_features = model.stored_new_user_scores(users)
+  if by_features is not None:
+    scores = tf.where(by_features[1][:, None], by_features[0], scores)
+  return scores.numpy()
 
 
 def predict_ratings(model: TwoStageModel, user: np.ndarray,
