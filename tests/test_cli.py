@@ -9,7 +9,7 @@ import yaml
 
 from tfgan_rec import cli
 from tfgan_rec import export as export_lib
-from tfgan_rec import pipeline, saved_models, train
+from tfgan_rec import baselines, pipeline, saved_models, train
 
 TINY = ["--dataset", "synthetic", "--synthetic-interactions", "3000",
         "--epochs", "3", "--patience", "2"]
@@ -272,8 +272,7 @@ def test_augment_auto_needs_a_validation_split(tmp_path, capsys):
 def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
   run_dir = run(tmp_path, "cold", "--cold-users", "0.2", "--augment", "gan",
                 "--gan-steps", "10", "--gan-batch-size", "32",
-                "--user-gan-steps", "20", "--augment-items", "0",
-                "--new-users", "features")
+                "--user-gan-steps", "20", "--augment-items", "0")
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert "GroupPop" in metrics["retrieval"]
   softmax = [name for name in metrics["retrieval"]
@@ -296,13 +295,24 @@ def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
   assert served["new"] == pytest.approx(metrics["retrieval"][softmax[0]]["new"])
   assert served["dense"] == metrics["retrieval"]["TFRS + GAN user generator"][
       "dense"]
+  # The exported retrieval gives a new user the softmax's best items.
+  config = pipeline.load_run_config(str(run_dir))
+  ready = pipeline.prepare(config.data, config.seed)
+  new = ready.data.user_ids[ready.user_slices["new"][1:]][:5]
+  l2 = float(softmax[0][len("FeatureSoftmax (l2="):-1])
+  scores = baselines.FeatureSoftmax(
+      ready.matrices["train"], ready.data.user_features, l2).scores(
+          ready.user_slices["new"].nonzero()[0][:5])
+  expected = np.argsort(-scores[:, 1:], axis=1)[:, :20] + 1
+  retrieved = tf.saved_model.load(str(tmp_path / "export" / "retrieval" / "1")
+                                  ).signatures["serving_default"](
+                                      user_id=tf.constant(new))
+  np.testing.assert_array_equal(retrieved["item_ids"].numpy().astype(str),
+                                ready.data.item_ids[expected - 1])
   # The export stage restores it from the run: the same items for them.
   again = tmp_path / "export-again"
   assert export_lib.main(["--run-dir", str(run_dir), "--export-dir",
                           str(again)]) == 0
-  config = pipeline.load_run_config(str(run_dir))
-  ready = pipeline.prepare(config.data, config.seed)
-  new = ready.data.user_ids[ready.user_slices["new"][1:]][:5]
   outputs = [tf.saved_model.load(str(root / "recommend" / "1")).signatures[
       "serving_default"](user_id=tf.constant(new),
                          k=tf.constant([5] * len(new), tf.int32))

@@ -1,6 +1,6 @@
 """Users without history served by the feature softmax: the graph scores as
 the numpy fit does, the exports retrieve with it for exactly those users, and
-`--new-users` decides whether it is attached."""
+it is attached unless `--new-users tower` or the data rule it out."""
 import dataclasses
 
 import numpy as np
@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfgan_rec import baselines, new_users, saved_models
-from tfgan_rec.errors import InputError
-from tfgan_rec.feature_groups import FeatureGroups
+from tfgan_rec.feature_groups import FeatureGroups, GroupSoftmax
 from tfgan_rec.layers import FeaturePreprocessing, NumberStatistics
 from tfgan_rec.recommender import training
 
@@ -19,17 +18,20 @@ def raw_rows(table, users):
           for name, column in table.columns.items()}
 
 
-def test_group_softmax_scores_as_it_was_fitted(prepared):
-  _, ready = prepared
+def test_group_softmax_scores_as_it_was_fitted(trained):
+  _, ready, result = trained
   table, train = ready.data.user_features, ready.matrices["train"]
   softmax = baselines.FeatureSoftmax(train, table, l2=1e-3, steps=30)
   # gender, occupation and the age deciles, and their three crosses.
   assert [name for name, _ in softmax.groups.sizes] == [
       "age_bucket", "gender", "occupation"]
   users = np.arange(1, 60)
-  encoded = FeaturePreprocessing.adapted(table)(raw_rows(table, users))
-  np.testing.assert_allclose(softmax.layer()(encoded).numpy(),
-                             softmax.scores(users), rtol=1e-5, atol=1e-5)
+  # Fed by the model's own encoder, from its table and from raw requests.
+  model = result.model
+  for encoded in (model.user_feature_rows(tf.constant(users)),
+                  model.user_preprocessing(raw_rows(table, users))):
+    np.testing.assert_allclose(softmax.layer()(encoded).numpy(),
+                               softmax.scores(users), rtol=1e-5, atol=1e-5)
 
 
 def test_feature_groups_skip_large_and_multi_valued_features():
@@ -54,13 +56,14 @@ def with_scorer(trained):
   result.model.attach_new_user_scorer(None)
 
 
-def test_exports_retrieve_by_features_only_without_history(
+def test_compact_exports_retrieve_by_features_only_without_history(
     with_scorer, serving_export, tmp_path):
   ready, model, softmax = with_scorer
   data, train = ready.data, ready.split.train
   paths = saved_models.export_models(
       model, data.user_ids, data.item_ids, data.user[train], data.item[train],
-      str(tmp_path), top_k=10, user_columns=list(data.user_features.columns))
+      str(tmp_path), top_k=10, user_columns=list(data.user_features.columns),
+      index="compact")
   serve = tf.saved_model.load(paths["recommend"]).signatures
   by_tower = serving_export[2]["recommend"].signatures
   user, liked_item = 1, ready.matrices["train"][1].indices[0]
@@ -95,35 +98,27 @@ def test_exports_retrieve_by_features_only_without_history(
       by_tower["serving_default"](user_id=users, k=k)["item_ids"])
 
 
-def test_auto_attaches_the_better_of_the_two(trained):
-  config, ready, result = trained
-  model = result.model
-  try:
-    choice = new_users.choose_scorer(config, ready, model)
-    assert set(choice.recalls) == {"features", "tower"}
-    assert choice.scorer == max(choice.recalls, key=choice.recalls.get)
-    assert (model.new_user_scorer is not None) == (
-        choice.scorer == "features")
-    holdout = baselines.new_user_holdout(ready.matrices["train"])
-    assert choice.recalls["tower"] == baselines.new_user_recall(
-        lambda users: new_users.tower_scores(model, users), holdout[1],
-        config.eval.k)
-  finally:
-    model.attach_new_user_scorer(None)
-
-
-def test_tower_setting_attaches_nothing_and_features_needs_groups(trained):
+def test_the_tower_serves_when_told_or_when_no_feature_forms_groups(trained):
   config, ready, result = trained
   tower = dataclasses.replace(config, model=dataclasses.replace(
       config.model, new_users="tower"))
   assert new_users.choose_scorer(tower, ready, result.model).scorer == "tower"
   assert result.model.new_user_scorer is None
-  forced = dataclasses.replace(config, model=dataclasses.replace(
-      config.model, new_users="features"))
   no_features = dataclasses.replace(ready, data=dataclasses.replace(
       ready.data, user_features=dataclasses.replace(
           ready.data.user_features, columns={}, kinds={})))
-  model = training.build_model(forced, no_features.data,
+  model = training.build_model(config, no_features.data,
                                no_features.examples("train"))
-  with pytest.raises(InputError, match="--new-users features: no user"):
-    new_users.choose_scorer(forced, no_features, model)
+  choice = new_users.choose_scorer(config, no_features, model)
+  assert choice.scorer == "tower" and "no user feature" in choice.reason
+  assert model.new_user_scorer is None
+
+
+def test_features_serve_when_the_data_allows(trained):
+  config, ready, result = trained
+  try:
+    choice = new_users.choose_scorer(config, ready, result.model)
+    assert choice.scorer == "features"
+    assert isinstance(result.model.new_user_scorer, GroupSoftmax)
+  finally:
+    result.model.attach_new_user_scorer(None)

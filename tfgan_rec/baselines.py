@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 EASE_MAX_ITEMS = 30_000  # X'X is items x items and dense.
 EASE_DEFAULT_L2 = 500.0  # lambda when there is no validation split to tune it
+# FeatureSoftmax fits on at most this many [users, items + 1] cells (a
+# seeded sample of users): its few dense arrays stay near 80 MB each and a
+# fit's 300 steps scale with it (MovieLens 100K, 1.6M cells, fits in full).
+FEATURE_SOFTMAX_CELLS = 20_000_000
 
 
 class MostPopular:
@@ -93,7 +97,8 @@ class FeatureSoftmax:
   deciles) and every pair of features' crossed groups; the weights and a
   per-item bias are fitted by full-batch Adam to each training user's items
   as a distribution (multinomial likelihood, L2 penalty `l2`), on at most
-  `max_users` users. Where `GroupPopular` adds per-feature shares, this
+  `max_users` users (default: as many as keep [users, items + 1] within
+  `FEATURE_SOFTMAX_CELLS`). Where `GroupPopular` adds per-feature shares, this
   learns how the groups combine (README, "New users": the measured figures
   on MovieLens 100K's `--cold-users 0.1`). `layer()` scores the same way
   in the graph, for serving. The inputs are sparse; the fit holds a few
@@ -113,11 +118,13 @@ class FeatureSoftmax:
                l2: float = 3e-3, steps: int = 300,
                learning_rate: float = 0.05,
                max_groups: int = feature_groups.DEFAULT_MAX_GROUPS,
-               max_users: int = 20_000, seed: int = 0):
+               max_users: Optional[int] = None, seed: int = 0):
     if train.shape[1] > EASE_MAX_ITEMS:
       raise ValueError(f"FeatureSoftmax holds dense [users, items] arrays; "
                        f"over {EASE_MAX_ITEMS} items it is skipped.")
     self.groups, self.inputs = group_crosses(user_features, max_groups)
+    if max_users is None:
+      max_users = max(1, FEATURE_SOFTMAX_CELLS // train.shape[1])
     users = np.flatnonzero(np.asarray(train.sum(axis=1)).ravel() > 0)
     if len(users) > max_users:
       users = np.sort(np.random.default_rng(seed).choice(
@@ -263,20 +270,19 @@ def tune_ease(fit: sparse.csr_matrix, validation: sparse.csr_matrix, k: int,
   """Picks lambda by validation Recall@k (the test split is not used)."""
   return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
       EASE(fit, l2).scores, fit, validation, k)["overall"][f"recall@{k}"],
-                  f"EASE lambda=%g validation recall@{k}=%.4f")[0]
+                  f"EASE lambda=%g validation recall@{k}=%.4f")
 
 
-def _best_of(grid: Sequence[float], recall_of,
-             message: str) -> Tuple[float, float]:
-  """(the first value of `grid` with the highest `recall_of(value)`, that
-  recall), each value logged with `message` % (value, recall)."""
+def _best_of(grid: Sequence[float], recall_of, message: str) -> float:
+  """The first value of `grid` with the highest `recall_of(value)`, each
+  logged with `message` % (value, recall)."""
   best, best_recall = grid[0], -1.0
   for value in grid:
     recall = recall_of(value)
     log.info(message, value, recall)
     if recall > best_recall:
       best, best_recall = value, recall
-  return best, best_recall
+  return best
 
 
 def new_user_holdout(train: sparse.csr_matrix, held_out: float = 0.1,
@@ -306,15 +312,13 @@ def new_user_recall(score_fn: evaluate.ScoreFn, target: sparse.csr_matrix,
 
 def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
                          grid: Sequence[float] = (1e-3, 3e-3, 1e-2),
-                         held_out: float = 0.1, seed: int = 0
-                         ) -> Tuple[float, Optional[float]]:
-  """(`FeatureSoftmax`'s l2, its held-out Recall@k): the l2 with the best
-  Recall@k of `new_user_holdout`'s users (fitted without their rows, scored
-  on all of them; the test split is not used). The recall is None, and l2
-  the grid's middle, when there are too few users to tell."""
+                         held_out: float = 0.1, seed: int = 0) -> float:
+  """Picks `FeatureSoftmax`'s l2 by the Recall@k of `new_user_holdout`'s
+  users (fitted without their rows, scored on all of them; the test split
+  is not used)."""
   holdout = new_user_holdout(train, held_out, seed)
-  if holdout is None:
-    return grid[len(grid) // 2], None
+  if holdout is None:  # too few users to tell
+    return grid[len(grid) // 2]
   fit, target = holdout
   return _best_of(grid, lambda l2: new_user_recall(
       FeatureSoftmax(fit, user_features, l2).scores, target, k),

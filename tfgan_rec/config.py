@@ -31,7 +31,7 @@ TOWERS = ("id", "graph", "id+graph")
 GRAPH_COMBINATIONS = ("mean", "learned")
 GRAPH_NORMALIZATIONS = ("symmetric", "row")
 # Who retrieves for users without history (tfgan_rec.new_users).
-NEW_USER_SCORERS = ("auto", "tower", "features")
+NEW_USER_SCORERS = ("features", "tower")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband", "gan")
 SEARCH_SPACES = ("recommender", "gan", "augmentation", "graph")
@@ -117,13 +117,13 @@ class ModelConfig:
       "users")
   # Measured on MovieLens 100K --cold-users 0.1, 5 seeds: the feature
   # softmax gave new users Recall@20 +14.8% over the tower (README, New
-  # users).
+  # users). The tower's features-only query is never trained (id 0, empty
+  # history) unless new_user_dropout > 0.
   new_users: str = setting(
-      "auto", "what retrieves for users without history (new users, "
-      "recommend_for_features without liked items): tower (the query tower "
-      "from their features), features (a softmax regression from their "
-      "demographic groups to items) or auto (features if it beats the tower "
-      "on held-out users with history treated as new)",
+      "features", "what retrieves for users without history (new users, "
+      "recommend_for_features without liked items): features (a softmax "
+      "regression from their demographic groups to items, where the user "
+      "features allow) or tower (the query tower from their features)",
       choices=NEW_USER_SCORERS)
   temperature: float = setting(0.1, "retrieval softmax temperature")
   extra_negatives: int = 2048

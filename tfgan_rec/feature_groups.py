@@ -107,9 +107,16 @@ class GroupSoftmax(tf.keras.layers.Layer):
                                  trainable=False, name="item_bias")
 
   def call(self, encoded: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    ids = tf.stack([tf.cast(i, tf.int32)
+    ids = tf.stack([tf.cast(i, tf.int64)
                     for i in self.groups.input_ids(encoded)], axis=1)
-    # A [B, inputs] multi-hot matmul: gathering the rows instead would
-    # hold [B, pairs, items + 1].
-    inputs = tf.reduce_sum(tf.one_hot(ids, self.groups.num_inputs), axis=1)
-    return tf.matmul(inputs, self.input_weights) + self.item_bias
+    # A sparse [B, inputs] multi-hot times W holds [B, items + 1] only;
+    # gathering W's rows would hold [B, ids, items + 1], a dense one-hot
+    # [B, ids, inputs]. Each row's ids ascend (block after block).
+    size = tf.shape(ids, out_type=tf.int64)
+    rows = tf.repeat(tf.range(size[0]), size[1])
+    inputs = tf.sparse.SparseTensor(
+        tf.stack([rows, tf.reshape(ids, [-1])], axis=1),
+        tf.ones([size[0] * size[1]], tf.float32),
+        [size[0], self.groups.num_inputs])
+    return (tf.sparse.sparse_dense_matmul(inputs, self.input_weights) +
+            self.item_bias)

@@ -116,7 +116,7 @@ def _feature_baselines(split_data: SplitData, k: int
   scorers = {"GroupPop": baselines.GroupPopular(train, features).scores}
   if ("new" in split_data.user_slices and
       train.shape[1] <= baselines.EASE_MAX_ITEMS):
-    l2, _ = baselines.tune_feature_softmax(train, features, k)
+    l2 = baselines.tune_feature_softmax(train, features, k)
     scorers[f"FeatureSoftmax (l2={l2:g})"] = baselines.FeatureSoftmax(
         train, features, l2).scores
   return scorers
@@ -469,11 +469,13 @@ def _run(config: RunConfig, run_dir: str, out_dir: str,
   result, train_rows, fit_rows = _train_and_evaluate(
       config, split_data, checkpoints, timer, summary)
   model = result.model
-  _serve_new_users(config, split_data, model, timer, summary)
   # Without the refit, the model to export learnt the fit rows only.
   rows = fit_rows if model is result.fit_model else train_rows
   candidates = _new_items(config, split_data, result, rows, fit_rows, timer,
                           summary, checkpoints)
+  # After the new-item stage, whose tower-vs-generated comparison would see
+  # the scorer's scores (the same in both) for users without history.
+  _serve_new_users(config, split_data, model, timer, summary)
   if config.privacy.release:
     with timer("release generator"):
       summary.privacy = train_release(config, split_data, out_dir)

@@ -16,8 +16,9 @@
 A user's (or every group member's) training items are never recommended;
 unknown users get popular items. When the model has a new-user scorer
 (`tfgan_rec.new_users`), it retrieves for known users without training
-interactions and for `recommend_for_features` rows without liked items. Bad requests (empty batch, k out of range,
-unknown strategy) fail with an InvalidArgument error naming the input.
+interactions and for `recommend_for_features` rows without liked items (not
+for group members). Bad requests (empty batch, k out of range, unknown
+strategy) fail with an InvalidArgument error naming the input.
 
 Retrieval and the first stage of `serving_default` and
 `recommend_for_features` search the catalogue exactly or, with
@@ -128,8 +129,9 @@ class _Catalogue(_IdLookups):
           n: int, by_features=None):
     """(scores, item indices) [batch, n] of the best items: `scores` except
     the `excluded` (row, item) pairs, exactly or through the compact
-    index; `by_features` (the model's `new_user_scores`: scores, rows)
-    replaces the rows it names, searched exactly."""
+    index. `by_features` (encoded features, rows: the model's
+    `new_user_rows`) hands the rows it names to the new-user scorer,
+    searched exactly."""
     if self.compact is not None:
       best = self.compact.top(self._query_rows(query, known), known,
                               excluded, n)
@@ -138,14 +140,15 @@ class _Catalogue(_IdLookups):
       best = best.values, best.indices
     if by_features is None:
       return best
-    scores, rows = by_features
+    features, rows = by_features
 
     def replaced():
+      scores = self.model.new_user_scorer(features)
       chosen = tf.math.top_k(_excluded(scores, excluded), n)
       return (tf.where(rows[:, None], chosen.values, best[0]),
               tf.where(rows[:, None], chosen.indices, best[1]))
 
-    # Requests without a new user skip the scorer's top-k.
+    # Requests without a new user never run the scorer.
     return tf.cond(tf.reduce_any(rows), replaced, lambda: best)
 
   def seen_indices(self, user: tf.Tensor) -> tf.Tensor:
@@ -206,7 +209,7 @@ class RetrievalModule(_Catalogue):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     scores, items = self.top(self.model.user_embeddings(user), user > 0,
                              self.seen_indices(user), self.top_k,
-                             self.model.stored_new_user_scores(user))
+                             self.model.stored_new_user_rows(user))
     return {"item_ids": self.to_ids(items), "scores": scores}
 
 
@@ -308,7 +311,7 @@ class RecommendModule(_Catalogue):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     query = self.model.user_embeddings(user)
     return self._two_stage(query, user > 0, self.seen_indices(user), k,
-                           self.model.stored_new_user_scores(user))
+                           self.model.stored_new_user_rows(user))
 
   def _for_features(self, features, liked_item_ids, k):
     checks = self._check_k(k) + [tf.debugging.assert_equal(
@@ -328,7 +331,7 @@ class RecommendModule(_Catalogue):
     # Known through features, so the learned scores are used, not popularity.
     return self._two_stage(query, tf.ones_like(k, tf.bool),
                            tf.concat([liked_pairs, padding], 0), k,
-                           self.model.new_user_scores(encoded, liked))
+                           self.model.new_user_rows(encoded, liked))
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.string, name="member_ids"),

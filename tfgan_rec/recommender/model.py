@@ -210,26 +210,25 @@ class TwoStageModel(tfrs.Model):
       query = self.thin_user_query(liked, features, query)
     return query
 
-  def new_user_scores(self, features: Dict[str, tf.Tensor],
-                      history: tf.Tensor
-                      ) -> Optional[Tuple[tf.Tensor, tf.Tensor]]:
-    """With a new-user scorer attached, (its item scores [B, items + 1] for
-    the encoded `features`, the rows [B] with no `history` item: the ones
-    it serves); None without one."""
+  def new_user_rows(self, features: Dict[str, tf.Tensor],
+                    history: tf.Tensor
+                    ) -> Optional[Tuple[Dict[str, tf.Tensor], tf.Tensor]]:
+    """With a new-user scorer attached, (the encoded `features`, the rows
+    [B] with no `history` item: the ones it serves); None without one."""
     if self.new_user_scorer is None:
       return None
-    return (self.new_user_scorer(features),
-            tf.reduce_all(history == 0, axis=1))
+    return features, tf.reduce_all(history == 0, axis=1)
 
-  def stored_new_user_scores(self, user: tf.Tensor
-                             ) -> Optional[Tuple[tf.Tensor, tf.Tensor]]:
-    """`new_user_scores` of known users (user > 0) from their stored
+  def stored_new_user_rows(self, user: tf.Tensor
+                           ) -> Optional[Tuple[Dict[str, tf.Tensor],
+                                               tf.Tensor]]:
+    """`new_user_rows` of known users (user > 0) from their stored
     features and history."""
-    scored = self.new_user_scores(self.user_feature_rows(user),
-                                  tf.gather(self.history_items, user))
-    if scored is None:
+    rows = self.new_user_rows(self.user_feature_rows(user),
+                              tf.gather(self.history_items, user))
+    if rows is None:
       return None
-    return scored[0], scored[1] & (user > 0)
+    return rows[0], rows[1] & (user > 0)
 
   def attach_new_user_scorer(self, layer: tf.keras.layers.Layer) -> None:
     """Serves users without history by `layer(encoded features) -> item

@@ -236,9 +236,10 @@ def score_all_items(model: TwoStageModel, users: np.ndarray,
   users = tf.constant(users, tf.int32)
   scores = tf.matmul(model.user_embeddings(users), candidates,
                      transpose_b=True)
-  by_features = model.stored_new_user_scores(users)
+  by_features = model.stored_new_user_rows(users)
   if by_features is not None:
-    scores = tf.where(by_features[1][:, None], by_features[0], scores)
+    features, rows = by_features
+    scores = tf.where(rows[:, None], model.new_user_scorer(features), scores)
   return scores.numpy()
 
 
