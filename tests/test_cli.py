@@ -62,14 +62,23 @@ def test_export_stage_rebuilds_the_run_exactly(first_run, capsys):
                           str(again)]) == 0
   assert "recommend: " in capsys.readouterr().out
   users = tf.constant(["1", "2", "3", "unknown-user"])
+  # A new user without liked items: the feature softmax the run attached.
+  new_user = {"age": tf.constant(["30"]), "gender": tf.constant(["F"]),
+              "occupation": tf.constant(["doctor"]),
+              "liked_item_ids": tf.constant([[""]]),
+              "k": tf.constant([5], tf.int32)}
   outputs = []
   for root in (tmp_path / "export", again):
     model = tf.saved_model.load(str(root / "recommend" / "1"))
     outputs.append(model.signatures["serving_default"](
         user_id=users, k=tf.constant([5, 5, 5, 5], tf.int32)))
-  np.testing.assert_array_equal(outputs[0]["item_ids"], outputs[1]["item_ids"])
-  np.testing.assert_allclose(outputs[0]["scores"], outputs[1]["scores"],
-                             rtol=1e-5)
+    outputs.append(model.signatures["recommend_for_features"](**new_user))
+  for first, second in (outputs[0::2], outputs[1::2]):
+    np.testing.assert_array_equal(first["item_ids"], second["item_ids"])
+    np.testing.assert_allclose(first["scores"], second["scores"], rtol=1e-5)
+  metrics = json.loads((run_dir / "metrics.json").read_text())
+  assert metrics["decisions"]["users without history"].startswith(
+      "the feature softmax")
 
 
 def test_export_stage_rejects_unfinished_run(tmp_path, capsys):
@@ -309,12 +318,3 @@ def test_cold_users_get_a_new_slice_and_group_popularity(tmp_path):
                                       user_id=tf.constant(new))
   np.testing.assert_array_equal(retrieved["item_ids"].numpy().astype(str),
                                 ready.data.item_ids[expected - 1])
-  # The export stage restores it from the run: the same items for them.
-  again = tmp_path / "export-again"
-  assert export_lib.main(["--run-dir", str(run_dir), "--export-dir",
-                          str(again)]) == 0
-  outputs = [tf.saved_model.load(str(root / "recommend" / "1")).signatures[
-      "serving_default"](user_id=tf.constant(new),
-                         k=tf.constant([5] * len(new), tf.int32))
-             for root in (tmp_path / "export", again)]
-  np.testing.assert_array_equal(outputs[0]["item_ids"], outputs[1]["item_ids"])

@@ -90,6 +90,8 @@ def multiworker(run_dir: str) -> dict:
   pipeline.save_trained = keep_weights
   config = small_config()
   config.export.enabled = False
+  # Compared with `fit`'s weights, which have no new-user scorer attached.
+  config.model.new_users = "tower"
   pipeline.run(config, run_dir)
   return saved
 
