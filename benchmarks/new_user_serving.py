@@ -39,7 +39,7 @@ LIKED = 5
 
 def requests(data, batch: int, liked: bool, seed: int = 0) -> dict:
   """One `recommend_for_features` request of `batch` real users' raw
-  features, each with LIKED of their items or none."""
+  features, each with LIKED random catalogue items or none."""
   rng = np.random.default_rng(seed)
   users = rng.choice(np.arange(1, len(data.user_ids) + 1), batch)
   request = {name: tf.constant(column[users].astype(str))

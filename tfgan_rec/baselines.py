@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 EASE_MAX_ITEMS = 30_000  # X'X is items x items and dense.
 EASE_DEFAULT_L2 = 500.0  # lambda when there is no validation split to tune it
 # FeatureSoftmax fits on at most this many [users, items + 1] cells (a
-# seeded sample of users): its few dense arrays stay near 80 MB each and a
-# fit's 300 steps scale with it (MovieLens 100K, 1.6M cells, fits in full).
+# seeded sample of users), and `new_users` refuses weights [inputs, items +
+# 1] above it: each of the fit's few dense arrays stays within 80 MB, and a
+# fit's 300 steps scale with them (MovieLens 100K: 1.6M and 0.6M cells).
 FEATURE_SOFTMAX_CELLS = 20_000_000
 
 
@@ -301,15 +302,6 @@ def new_user_holdout(train: sparse.csr_matrix, held_out: float = 0.1,
   return fit, (train - fit).tocsr()
 
 
-def new_user_recall(score_fn: evaluate.ScoreFn, target: sparse.csr_matrix,
-                    k: int) -> float:
-  """Recall@k of `score_fn` on the rows of `target` (nothing excluded: the
-  users are new)."""
-  none = sparse.csr_matrix(target.shape, dtype=target.dtype)
-  return evaluate.evaluate_retrieval(score_fn, none, target,
-                                     k)["overall"][f"recall@{k}"]
-
-
 def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
                          grid: Sequence[float] = (1e-3, 3e-3, 1e-2),
                          held_out: float = 0.1, seed: int = 0) -> float:
@@ -320,8 +312,10 @@ def tune_feature_softmax(train: sparse.csr_matrix, user_features, k: int,
   if holdout is None:  # too few users to tell
     return grid[len(grid) // 2]
   fit, target = holdout
-  return _best_of(grid, lambda l2: new_user_recall(
-      FeatureSoftmax(fit, user_features, l2).scores, target, k),
+  none = sparse.csr_matrix(train.shape, dtype=train.dtype)  # new users
+  return _best_of(grid, lambda l2: evaluate.evaluate_retrieval(
+      FeatureSoftmax(fit, user_features, l2).scores, none, target,
+      k)["overall"][f"recall@{k}"],
                   f"FeatureSoftmax l2=%g held-out recall@{k}=%.4f")
 
 

@@ -83,7 +83,7 @@ class GroupSoftmax(tf.keras.layers.Layer):
   """Item scores of users known by their groups: inputs W + b.
 
   The inputs are the user's group ids and their crosses (`FeatureGroups`),
-  one-hot; W [num_inputs, items + 1] and b [items + 1] are fitted outside
+  multi-hot; W [num_inputs, items + 1] and b [items + 1] are fitted outside
   (`baselines.FeatureSoftmax`) and held as non-trainable weights, so a
   checkpoint or SavedModel carries them.
 

@@ -35,11 +35,11 @@ from tfgan_rec.config import RunConfig
 from tfgan_rec.data import SplitData
 from tfgan_rec.feature_groups import (DEFAULT_MAX_GROUPS, FeatureGroups,
                                       GroupSoftmax)
-from tfgan_rec.recommender.model import TwoStageModel
+from tfgan_rec.recommender.model import NEW_USER_SCORER, TwoStageModel
 
 log = logging.getLogger(__name__)
 
-SCORER_NAME = "new_user_scorer"  # the model's attribute, in checkpoints
+SCORER_NAME = NEW_USER_SCORER  # the model's attribute, in checkpoints
 
 
 @dataclasses.dataclass
@@ -54,7 +54,11 @@ def choose_scorer(config: RunConfig, split_data: SplitData,
                   model: TwoStageModel) -> ScorerChoice:
   """Attaches the feature softmax (l2 chosen on held-out users with
   history, fitted on the training interactions) to `model` unless
-  `config.model.new_users` is "tower" or the data cannot support it."""
+  `config.model.new_users` is "tower" or the data cannot support it.
+
+  Returns:
+    Which scorer serves users without history, and why.
+  """
   if config.model.new_users == "tower":
     return ScorerChoice("tower", "--new-users tower")
   train, table = split_data.matrices["train"], split_data.data.user_features
@@ -70,12 +74,16 @@ def choose_scorer(config: RunConfig, split_data: SplitData,
 
 def _why_unavailable(model: TwoStageModel, num_items: int) -> Optional[str]:
   """Why the feature softmax cannot serve this model's users, or None."""
-  if not FeatureGroups.of(model.user_preprocessing).sizes:
+  groups = FeatureGroups.of(model.user_preprocessing)
+  if not groups.sizes:
     return (f"no user feature has few enough values to form groups (at most "
-            f"{DEFAULT_MAX_GROUPS})")
+            f"{DEFAULT_MAX_GROUPS} ids, the unknown one included)")
   if num_items > baselines.EASE_MAX_ITEMS:
     return (f"the feature softmax is skipped above {baselines.EASE_MAX_ITEMS} "
             f"items (it holds dense [users, items] arrays)")
+  if groups.num_inputs * num_items > baselines.FEATURE_SOFTMAX_CELLS:
+    return (f"its weights would hold {groups.num_inputs} group inputs x "
+            f"{num_items} items, over {baselines.FEATURE_SOFTMAX_CELLS:,}")
   return None
 
 

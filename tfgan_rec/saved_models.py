@@ -122,8 +122,10 @@ def warmup_requests(user_ids: np.ndarray, item_ids: np.ndarray,
       "ranking": {"serving_default": {"user_id": users, "item_id": items}},
       "recommend": {
           "serving_default": {"user_id": users, "k": k},
+          # The second row likes nothing: the new-user scorer's path too.
           "recommend_for_features": {
-              **features, "liked_item_ids": items.reshape(2, 1), "k": k},
+              **features, "liked_item_ids": np.array([[items[0]], [b""]]),
+              "k": k},
           "recommend_group": {
               "member_ids": np.array([users, users[::-1]]),
               "strategy": np.array([b"average", b"least_misery"]), "k": k}},

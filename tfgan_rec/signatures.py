@@ -129,8 +129,8 @@ class _Catalogue(_IdLookups):
           n: int, by_features=None):
     """(scores, item indices) [batch, n] of the best items: `scores` except
     the `excluded` (row, item) pairs, exactly or through the compact
-    index. `by_features` (encoded features, rows: the model's
-    `new_user_rows`) hands the rows it names to the new-user scorer,
+    index. `by_features` (encoded features, a [batch] mask: the model's
+    `new_user_rows`) hands the rows it marks to the new-user scorer,
     searched exactly."""
     if self.compact is not None:
       best = self.compact.top(self._query_rows(query, known), known,
@@ -140,16 +140,16 @@ class _Catalogue(_IdLookups):
       best = best.values, best.indices
     if by_features is None:
       return best
-    features, rows = by_features
+    features, scored = by_features
 
     def replaced():
       scores = self.model.new_user_scorer(features)
       chosen = tf.math.top_k(_excluded(scores, excluded), n)
-      return (tf.where(rows[:, None], chosen.values, best[0]),
-              tf.where(rows[:, None], chosen.indices, best[1]))
+      return (tf.where(scored[:, None], chosen.values, best[0]),
+              tf.where(scored[:, None], chosen.indices, best[1]))
 
     # Requests without a new user never run the scorer.
-    return tf.cond(tf.reduce_any(rows), replaced, lambda: best)
+    return tf.cond(tf.reduce_any(scored), replaced, lambda: best)
 
   def seen_indices(self, user: tf.Tensor) -> tf.Tensor:
     """[n, 2] (row, item) pairs: the training items of each user (row), and

@@ -83,15 +83,17 @@ def multiworker(run_dir: str) -> dict:
   save_trained = pipeline.save_trained
 
   def keep_weights(model, *args):
+    # The recommender's weights, compared with `fit`'s (no scorer there).
+    scorer = model.new_user_scorer
+    model.attach_new_user_scorer(None)
     saved.update({f"random_{i}": w
                   for i, w in enumerate(model.get_weights())})
+    model.attach_new_user_scorer(scorer)
     save_trained(model, *args)
 
   pipeline.save_trained = keep_weights
   config = small_config()
   config.export.enabled = False
-  # Compared with `fit`'s weights, which have no new-user scorer attached.
-  config.model.new_users = "tower"
   pipeline.run(config, run_dir)
   return saved
 

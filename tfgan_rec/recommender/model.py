@@ -14,6 +14,10 @@ from tfgan_rec.recommender import replicas as replicas_lib
 from tfgan_rec.recommender import towers
 
 
+# The attribute holding the new-user scorer, and its checkpoint key.
+NEW_USER_SCORER = "new_user_scorer"
+
+
 def history_table(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
                   num_users: int, length: int) -> np.ndarray:
   """[num_users + 1, length] matrix of each user's latest items, 0-padded.
@@ -152,6 +156,7 @@ class TwoStageModel(tfrs.Model):
                                         data.item_features, "item")
     self.history_items = _constant_table(history, "history_items")
     self.thin_user_query = None
+    # Named by NEW_USER_SCORER in checkpoints (`training.saved_with`).
     self.new_user_scorer = None
     # The rating head predicts the deviation from the mean training rating.
     self.rating_offset = tf.Variable(float(rating_mean), trainable=False,
@@ -213,8 +218,9 @@ class TwoStageModel(tfrs.Model):
   def new_user_rows(self, features: Dict[str, tf.Tensor],
                     history: tf.Tensor
                     ) -> Optional[Tuple[Dict[str, tf.Tensor], tf.Tensor]]:
-    """With a new-user scorer attached, (the encoded `features`, the rows
-    [B] with no `history` item: the ones it serves); None without one."""
+    """With a new-user scorer attached, (the encoded `features`, a [B] mask
+    of the rows with no `history` item: the ones it serves); None without
+    one."""
     if self.new_user_scorer is None:
       return None
     return features, tf.reduce_all(history == 0, axis=1)

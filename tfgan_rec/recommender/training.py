@@ -238,8 +238,9 @@ def score_all_items(model: TwoStageModel, users: np.ndarray,
                      transpose_b=True)
   by_features = model.stored_new_user_rows(users)
   if by_features is not None:
-    features, rows = by_features
-    scores = tf.where(rows[:, None], model.new_user_scorer(features), scores)
+    features, scored = by_features
+    scores = tf.where(scored[:, None], model.new_user_scorer(features),
+                      scores)
   return scores.numpy()
 
 
