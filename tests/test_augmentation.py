@@ -52,6 +52,25 @@ def test_generated_rows_target_sparse_users_only(prepared, small_trainer,
   assert len(combined.user) == len(rows.user) + len(generated.user)
 
 
+def test_noise_agreement_is_the_overlap_of_two_noise_streams(
+    prepared, small_trainer):
+  _, ready = prepared
+  rows, data = ready.examples("fit"), ready.data
+  config = AugmentationConfig(threshold=6, items_per_user=4)
+  agreement = augmentation.noise_agreement(small_trainer, rows, data, config)
+  seen = interaction_matrix(rows.user, rows.item, data.num_users,
+                            data.num_items)
+  users = augmentation.thin_users(rows, data.num_users, 6)
+  tops = [augmentation.top_unseen(augmentation.gan_scorer(
+      small_trainer, rows, data, 1, stream), seen, users, 4)
+          for stream in (1, 1, 2)]
+  np.testing.assert_array_equal(tops[0], tops[1])  # a stream reproduces
+  assert agreement == pytest.approx(np.mean(
+      [len(set(a) & set(b)) / 4 for a, b in zip(tops[0], tops[2])]))
+  # 30 steps in, the noise still changes some of the generated items.
+  assert 0.0 <= agreement < 1.0
+
+
 def test_top_unseen_holds_only_its_m_columns(small_trainer):
   users = np.arange(1, 11)
   data = small_trainer.data

@@ -157,6 +157,7 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
       "no history", "1-5", "6-19", "20+"}
   generated = metrics["augmentation"]
   assert 0 <= generated["gini_generated"] <= 1 and generated["generated"] > 0
+  assert 0 <= generated["noise_agreement"] <= 1
   # The popularity profile: shares per tenth of the catalogue, and its PNG.
   for shares in (generated["popularity_generated"],
                  generated["popularity_real"]):
@@ -171,6 +172,7 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
     assert (run_dir / "gan_checkpoints" / folder / "checkpoint").exists()
   report = (run_dir / "report.md").read_text()
   assert "| TFRS + GAN user generator | sparse |" in report
+  assert "two noise draws for the same thin user agree on" in report
   # The export stage rebuilds the generator and its blend from the run.
   again = tmp_path / "export-again"
   assert export_lib.main(["--run-dir", str(run_dir), "--export-dir",

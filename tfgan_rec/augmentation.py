@@ -51,16 +51,45 @@ def baseline_ratings(rows: Examples, num_users: int, num_items: int,
 
 
 def gan_scorer(trainer: GANTrainer, rows: Examples, data: EncodedData,
-               samples: int) -> ScoreFn:
+               samples: int, stream: int = 0) -> ScoreFn:
   """The interaction GAN's mean generated scores over `samples` noise
-  draws, conditioned on each user's interactions in `rows`. One noise source
-  serves every chunk of users, so chunks draw different noise."""
+  draws (from noise `stream`), conditioned on each user's interactions in
+  `rows`. One noise source serves every chunk of users, so chunks draw
+  different noise."""
   history = GANData.from_rows(rows.user, rows.item, data.num_users,
                               data.num_items, data.user_features,
                               rows.timestamp)
-  rng = trainer.noise_source()
+  rng = trainer.noise_source(stream)
   return lambda users: trainer.generate(users, samples, history=history,
                                         rng=rng)
+
+
+def noise_agreement(trainer: GANTrainer, rows: Examples, data: EncodedData,
+                    config: AugmentationConfig,
+                    max_users: int = 500) -> Optional[float]:
+  """How much the generator's noise decides what it generates: for (at
+  most `max_users` of) the users `generate_interactions` serves, the mean
+  share of their top `items_per_user` unseen items that two independent
+  single noise draws agree on. 1: the noise is ignored (the generator is a
+  function of the condition); 0: it decides everything. None without such
+  users."""
+  users = thin_users(rows, data.num_users, config.threshold)[:max_users]
+  if not len(users) or config.items_per_user <= 0:
+    return None
+  seen = interaction_matrix(rows.user, rows.item, data.num_users,
+                            data.num_items)
+  m = min(config.items_per_user, data.num_items)
+  first, second = (top_unseen(gan_scorer(trainer, rows, data, 1, stream),
+                              seen, users, m) for stream in (1, 2))
+  return float(np.mean([len(set(a) & set(b)) / m
+                        for a, b in zip(first, second)]))
+
+
+def thin_users(rows: Examples, num_users: int, threshold: int) -> np.ndarray:
+  """The users with fewer than `threshold` interactions in `rows` (none
+  included), ascending."""
+  counts = np.bincount(rows.user, minlength=num_users + 1)
+  return np.flatnonzero(counts[1:] < threshold) + 1
 
 
 def ease_scorer(rows: Examples, data: EncodedData, l2: float) -> ScoreFn:
@@ -86,8 +115,7 @@ def generate_interactions(score: ScoreFn, rows: Examples, data: EncodedData,
   the `items_per_user` best-scored items each has not interacted with in
   `rows` (the real training interactions)."""
   num_users, num_items = data.num_users, data.num_items
-  counts = np.bincount(rows.user, minlength=num_users + 1)
-  targets = np.flatnonzero(counts[1:] < config.threshold) + 1
+  targets = thin_users(rows, num_users, config.threshold)
   if not len(targets) or config.items_per_user <= 0:
     return Examples.empty()
   seen = interaction_matrix(rows.user, rows.item, num_users, num_items)

@@ -166,11 +166,14 @@ class Generated:
   """What the augmentation stage adds: generated interactions for the thin
   users of the fit part (early stopping) and of the train part (the refit),
   the source used directly as a recommender (`train_score`, conditioned on
-  the train part) and the GAN's last training metrics (empty for EASE)."""
+  the train part), the GAN's last training metrics (empty for EASE) and
+  how often two noise draws agree (`augmentation.noise_agreement`; None
+  for EASE)."""
   fit: Examples
   train: Examples
   train_score: evaluate.ScoreFn
   gan_metrics: Dict[str, float]
+  noise_agreement: Optional[float] = None
 
 
 def generate_interactions(config: RunConfig, split_data: SplitData,
@@ -179,13 +182,18 @@ def generate_interactions(config: RunConfig, split_data: SplitData,
   """The interaction GAN trained on `fit_rows` (or EASE, for the teacher
   ablation `--augment ease`) generates interactions for the thin users of
   `fit_rows` and of `train_rows`."""
-  fit_score, train_score, gan_metrics = _interaction_scorers(
+  fit_score, train_score, trainer = _interaction_scorers(
       config, split_data, fit_rows, train_rows, checkpoints)
   fit, train = (augmentation.generate_interactions(
       score, rows, split_data.data, config.augmentation)
                 for score, rows in ((fit_score, fit_rows),
                                     (train_score, train_rows)))
-  return Generated(fit, train, train_score, gan_metrics)
+  if trainer is None:
+    return Generated(fit, train, train_score, {})
+  return Generated(fit, train, train_score, trainer.last_metrics,
+                   augmentation.noise_agreement(
+                       trainer, train_rows, split_data.data,
+                       config.augmentation))
 
 
 # --- recommender -------------------------------------------------------------
@@ -621,15 +629,17 @@ def _augmented_twin(config: RunConfig, split_data: SplitData,
       evaluate.gini(train_rows.item, split_data.data.num_items),
       *(evaluate.popularity_shares(items, train_rows.item,
                                    split_data.data.num_items)
-        for items in (generated.train.item, train_rows.item)))
+        for items in (generated.train.item, train_rows.item)),
+      generated.noise_agreement)
   return (result, fit_rows + generated.fit, train_rows + generated.train)
 
 
 def _interaction_scorers(config: RunConfig, split_data: SplitData,
                          fit_rows: Examples, train_rows: Examples,
                          checkpoints: Optional[str]):
-  """(scorer conditioned on the fit rows, on the train rows, GAN metrics):
-  the interaction GAN trained on the fit rows, or EASE."""
+  """(scorer conditioned on the fit rows, on the train rows, the GAN's
+  trainer or None): the interaction GAN trained on the fit rows, or
+  EASE."""
   data, samples = split_data.data, config.augmentation.samples
   if config.augmentation.source == "ease":
     l2 = (baselines.tune_ease(split_data.matrices["fit"],
@@ -638,11 +648,11 @@ def _interaction_scorers(config: RunConfig, split_data: SplitData,
           if split_data.matrices["validation"].nnz
           else baselines.EASE_DEFAULT_L2)
     return (augmentation.ease_scorer(fit_rows, data, l2),
-            augmentation.ease_scorer(train_rows, data, l2), {})
+            augmentation.ease_scorer(train_rows, data, l2), None)
   trainer = train_gan(config, split_data, fit_rows, checkpoints)
   return (augmentation.gan_scorer(trainer, fit_rows, data, samples),
           augmentation.gan_scorer(trainer, train_rows, data, samples),
-          trainer.last_metrics)
+          trainer)
 
 
 def _serve_new_users(config: RunConfig, split_data: SplitData,

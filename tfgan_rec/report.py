@@ -34,6 +34,9 @@ class AugmentationSummary:
   # popularity, most popular first (`evaluate.popularity_shares`).
   popularity_generated: List[float] = dataclasses.field(default_factory=list)
   popularity_real: List[float] = dataclasses.field(default_factory=list)
+  # Share of a thin user's generated items two noise draws agree on
+  # (`augmentation.noise_agreement`; 1: the noise is ignored).
+  noise_agreement: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -147,6 +150,11 @@ def _header(summary: RunSummary, k: int) -> List[str]:
           f"{generated.popularity_generated[0]:.3f} / "
           f"{generated.popularity_real[0]:.3f} (every tenth: "
           "metrics.json, picture: generated_popularity.png)")
+    if generated.noise_agreement is not None:
+      lines.append(
+          "- two noise draws for the same thin user agree on "
+          f"{generated.noise_agreement:.0%} of their generated items (100%: "
+          "the noise is ignored)")
     if "diversity" in generated.gan_last_step:
       lines.append(
           "- batch diversity of the generated vectors at the GAN's last "

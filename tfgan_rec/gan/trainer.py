@@ -270,9 +270,10 @@ class GANTrainer(loop.AdversarialLoop):
     return window_rows(values, splits, users, count - self.config.context,
                        self.config.context, self.width)
 
-  def noise_source(self) -> tf.random.Generator:
-    """The seeded noise `generate` draws from by default."""
-    return tf.random.Generator.from_seed(self.seed + 7)
+  def noise_source(self, stream: int = 0) -> tf.random.Generator:
+    """The seeded noise `generate` draws from by default (stream 0);
+    other streams give independent draws."""
+    return tf.random.Generator.from_seed(self.seed + 7 + 1000 * stream)
 
   def generate(self, users: np.ndarray, samples: int = 4,
                history: Optional[GANData] = None,
