@@ -11,6 +11,7 @@ from tfgan_rec import baselines, new_users, saved_models
 from tfgan_rec.feature_groups import FeatureGroups, GroupSoftmax
 from tfgan_rec.layers import FeaturePreprocessing, NumberStatistics
 from tfgan_rec.recommender import training
+from tfgan_rec.recommender.model import NEW_USER_SCORER
 
 
 def raw_rows(table, users):
@@ -51,7 +52,7 @@ def with_scorer(trained):
   softmax = baselines.FeatureSoftmax(ready.matrices["train"],
                                      ready.data.user_features)
   result.model.attach_new_user_scorer(
-      softmax.layer(name=new_users.SCORER_NAME))
+      softmax.layer(name=NEW_USER_SCORER))
   yield ready, result.model, softmax
   result.model.attach_new_user_scorer(None)
 

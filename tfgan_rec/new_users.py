@@ -39,8 +39,6 @@ from tfgan_rec.recommender.model import NEW_USER_SCORER, TwoStageModel
 
 log = logging.getLogger(__name__)
 
-SCORER_NAME = NEW_USER_SCORER  # the model's attribute, in checkpoints
-
 
 @dataclasses.dataclass
 class ScorerChoice:
@@ -68,7 +66,7 @@ def choose_scorer(config: RunConfig, split_data: SplitData,
     return ScorerChoice("tower", unavailable)
   l2 = baselines.tune_feature_softmax(train, table, config.eval.k)
   scorer = baselines.FeatureSoftmax(train, table, l2)
-  model.attach_new_user_scorer(scorer.layer(name=SCORER_NAME))
+  model.attach_new_user_scorer(scorer.layer(name=NEW_USER_SCORER))
   return ScorerChoice("features", f"l2={l2:g}")
 
 
@@ -94,4 +92,4 @@ def attach_untrained(model: TwoStageModel) -> None:
   width = model.num_items + 1
   model.attach_new_user_scorer(GroupSoftmax(
       groups, np.zeros([groups.num_inputs, width]), np.zeros(width),
-      name=SCORER_NAME))
+      name=NEW_USER_SCORER))

@@ -40,7 +40,7 @@ from tfgan_rec.gan import item_generator, loop
 from tfgan_rec.gan.loop import GANDivergedError
 from tfgan_rec.gan.trainer import GANTrainer
 from tfgan_rec.recommender import training
-from tfgan_rec.recommender.model import TwoStageModel
+from tfgan_rec.recommender.model import NEW_USER_SCORER, TwoStageModel
 
 log = logging.getLogger("tfgan_rec")
 
@@ -419,7 +419,7 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   exports it with `config.export`."""
   split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
-  with_scorer = training.saved_with(model_dir, new_users.SCORER_NAME)
+  with_scorer = training.saved_with(model_dir, NEW_USER_SCORER)
 
   def rebuild(model: TwoStageModel) -> None:
     if config.augmentation.uses_gan:
