@@ -23,7 +23,7 @@ LAYERS = [
      "tfgan_rec.privacy_audit"},
     {"tfgan_rec.recommender", "tfgan_rec.recommender.graph", "tfgan_rec.gan"},
     {"tfgan_rec.augmentation", "tfgan_rec.thin_users", "tfgan_rec.new_users",
-     "tfgan_rec.signatures",
+     "tfgan_rec.next_items", "tfgan_rec.signatures",
      "tfgan_rec.saved_models", "tfgan_rec.report", "tfgan_rec.release"},
     {"tfgan_rec.pipeline"},
     {"tfgan_rec.tuning", "tfgan_rec.gan_oracle"},

@@ -32,6 +32,9 @@ GRAPH_COMBINATIONS = ("mean", "learned")
 GRAPH_NORMALIZATIONS = ("symmetric", "row")
 # Who retrieves for users without history (tfgan_rec.new_users).
 NEW_USER_SCORERS = ("features", "tower")
+# Whether next-item transitions are blended into retrieval
+# (tfgan_rec.next_items).
+NEXT_ITEMS = ("auto", "off")
 # What `python -m tfgan_rec.tune` searches with and over (tfgan_rec.tuning).
 TUNERS = ("random", "bayesian", "hyperband", "gan")
 SEARCH_SPACES = ("recommender", "gan", "augmentation", "graph")
@@ -126,6 +129,14 @@ class ModelConfig:
       "regression from their demographic groups to items, where the user "
       "features allow) or tower (the query tower from their features)",
       choices=NEW_USER_SCORERS)
+  # Measured on MovieLens 100K, 5 seeds, against the tower alone: Recall@20
+  # +8.0% overall (+0.0181 ± 0.0021), +9.5% on sparse users (README,
+  # Next-item transitions).
+  next_items: str = setting(
+      "auto", "blend next-item transition scores (what follows the user's "
+      "latest items in other users' histories) into retrieval, with a "
+      "weight chosen on validation (auto; 0 when it does not help), or "
+      "not (off)", choices=NEXT_ITEMS)
   temperature: float = setting(0.1, "retrieval softmax temperature")
   extra_negatives: int = 2048
   logq_correction: float = 1.0
@@ -377,6 +388,7 @@ class RunConfig:
         ("data.sparse_mode", self.data.sparse_mode, SPARSE_MODES),
         ("model.tower", self.model.tower, TOWERS),
         ("model.new_users", self.model.new_users, NEW_USER_SCORERS),
+        ("model.next_items", self.model.next_items, NEXT_ITEMS),
         ("model.graph_combination", self.model.graph_combination,
          GRAPH_COMBINATIONS),
         ("model.graph_normalization", self.model.graph_normalization,

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_rec import (augmentation, baselines, cluster, evaluate,
-                       new_users, plots, release, report, saved_models,
-                       thin_users)
+                       new_users, next_items, plots, release, report,
+                       saved_models, thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
                               NewItemSummary, RunSummary,
                               UserGeneratorSummary)
@@ -40,7 +40,8 @@ from tfgan_rec.gan import item_generator, loop
 from tfgan_rec.gan.loop import GANDivergedError
 from tfgan_rec.gan.trainer import GANTrainer
 from tfgan_rec.recommender import training
-from tfgan_rec.recommender.model import NEW_USER_SCORER, TwoStageModel
+from tfgan_rec.recommender.model import (NEW_USER_SCORER, NEXT_ITEM_BLEND,
+                                         TwoStageModel)
 
 log = logging.getLogger("tfgan_rec")
 
@@ -54,6 +55,7 @@ AUGMENTED_NAMES = {"gan": "TFRS + GAN interactions",
                    "ease": "TFRS + EASE interactions (teacher ablation)"}
 USER_GENERATOR_NAME = "TFRS + GAN user generator"
 NEW_USERS_NAME = "served: new users by features"
+NEXT_ITEMS_DECISION = "next-item transitions"
 # Fewer validation users than this taking new items decide nothing (the
 # generated embeddings, +33.7% over 5 seeds on test, stay).
 MIN_DECISION_USERS = 10
@@ -214,11 +216,18 @@ def train_recommender(config: RunConfig, split_data: SplitData,
                       ) -> training.FitResult:
   """Early stopping on validation while fitting `fit_rows`, then the refit
   on `train_rows` (see `recommender.training.train_recommender`), under
-  `recommender_strategy()`."""
+  `recommender_strategy()`; then the next-item blend, chosen on validation
+  (`next_items.attach`; its choice in the result's `decisions`)."""
   callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
                if config.logdir else None)
-  return training.train_recommender(config, split_data, fit_rows, train_rows,
-                                    callbacks, recommender_strategy())
+  result = training.train_recommender(config, split_data, fit_rows,
+                                      train_rows, callbacks,
+                                      recommender_strategy())
+  choice = next_items.attach(config, split_data, result, fit_rows,
+                             train_rows)
+  log.info("next-item transitions: %s", choice.reason)
+  result.decisions[NEXT_ITEMS_DECISION] = choice.reason
+  return result
 
 
 def best_validation_recall(config: RunConfig, split_data: SplitData) -> float:
@@ -420,12 +429,15 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
   with_scorer = training.saved_with(model_dir, NEW_USER_SCORER)
+  with_blend = training.saved_with(model_dir, NEXT_ITEM_BLEND)
 
   def rebuild(model: TwoStageModel) -> None:
     if config.augmentation.uses_gan:
       thin_users.attach_untrained(config, model)
     if with_scorer:
       new_users.attach_untrained(model)
+    if with_blend:
+      next_items.attach_untrained(model)
 
   model = training.restore_model(config, split_data.data,
                                  split_data.examples("train"), model_dir,
@@ -589,6 +601,7 @@ def _augmented_or_twin(config: RunConfig, split_data: SplitData,
   if keep:
     return augmented
   summary.best_epoch, summary.history = twin.best_epoch, twin.history
+  summary.decisions.update(twin.decisions)
   return (twin, *rows)
 
 
@@ -695,6 +708,7 @@ def _record(summary: RunSummary, name: str, result: training.FitResult,
   """The trained model's epochs and, with a test split, its test metrics
   (listed before the models recorded earlier)."""
   summary.best_epoch, summary.history = result.best_epoch, result.history
+  summary.decisions.update(result.decisions)
   if split_data.has_test:
     retrieval, rmse = evaluate_recommender(result.model, split_data, k)
     summary.retrieval = {name: retrieval, **summary.retrieval}

@@ -17,8 +17,12 @@ A user's (or every group member's) training items are never recommended;
 unknown users get popular items. When the model has a new-user scorer
 (`tfgan_rec.new_users`), it retrieves for known users without training
 interactions and for `recommend_for_features` rows without liked items (not
-for group members). Bad requests (empty batch, k out of range, unknown
-strategy) fail with an InvalidArgument error naming the input.
+for group members). When it has a next-item blend (`tfgan_rec.next_items`),
+retrieval scores of users with history, and of `recommend_for_features`
+rows with liked items (read latest first), blend in the transitions from
+their latest items (not for groups). Bad requests (empty batch, k out of
+range, unknown strategy) fail with an InvalidArgument error naming the
+input.
 
 Retrieval and the first stage of `serving_default` and
 `recommend_for_features` search the catalogue exactly or, with
@@ -120,23 +124,32 @@ class _Catalogue(_IdLookups):
     """Builds the compact index for top-n searches when it was chosen."""
     if self.index_kind != "compact":
       return
+    if self.model.next_item_blend is not None:
+      raise ValueError("the model blends next-item transitions into its "
+                       "retrieval scores, which the compact index does not "
+                       "search; export with index exact, or train with "
+                       "--next-items off.")
     popularity = self.index.numpy()[:, -1].copy()
     popularity[0] = float("-inf")  # item 0, the padding, is never returned
     self.compact = CompactIndex(self.index, self.shortlist_factor * n,
                                 popularity)
 
   def top(self, query: tf.Tensor, known: tf.Tensor, excluded: tf.Tensor,
-          n: int, by_features=None):
+          n: int, by_features=None, history=None):
     """(scores, item indices) [batch, n] of the best items: `scores` except
     the `excluded` (row, item) pairs, exactly or through the compact
-    index. `by_features` (encoded features, a [batch] mask: the model's
-    `new_user_rows`) hands the rows it marks to the new-user scorer,
-    searched exactly."""
+    index; with `history` [batch, L] (latest first), through the model's
+    next-item blend. `by_features` (encoded features, a [batch] mask: the
+    model's `new_user_rows`) hands the rows it marks to the new-user
+    scorer, searched exactly."""
     if self.compact is not None:
       best = self.compact.top(self._query_rows(query, known), known,
                               excluded, n)
     else:
-      best = tf.math.top_k(_excluded(self.scores(query, known), excluded), n)
+      scores = self.scores(query, known)
+      if history is not None:
+        scores = self.model.blended_scores(scores, history)
+      best = tf.math.top_k(_excluded(scores, excluded), n)
       best = best.values, best.indices
     if by_features is None:
       return best
@@ -209,7 +222,8 @@ class RetrievalModule(_Catalogue):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     scores, items = self.top(self.model.user_embeddings(user), user > 0,
                              self.seen_indices(user), self.top_k,
-                             self.model.stored_new_user_rows(user))
+                             self.model.stored_new_user_rows(user),
+                             tf.gather(self.model.history_items, user))
     return {"item_ids": self.to_ids(items), "scores": scores}
 
 
@@ -278,13 +292,14 @@ class RecommendModule(_Catalogue):
     return {"item_ids": tf.where(keep, self.to_ids(items), ""),
             "scores": tf.where(keep, best.values, 0.0)}
 
-  def _two_stage(self, query, known, excluded, k, by_features=None):
+  def _two_stage(self, query, known, excluded, k, by_features=None,
+                 history=None):
     """The top `num_candidates` items for `query` (popularity where not
-    `known`, the new-user scorer's where `by_features` says) except the
-    `excluded` (row, item) pairs, re-ranked by the ratings predicted for
-    `query`."""
+    `known`, the new-user scorer's where `by_features` says, blended with
+    next-item transitions of `history`) except the `excluded` (row, item)
+    pairs, re-ranked by the ratings predicted for `query`."""
     candidates = self.top(query, known, excluded, self.num_candidates,
-                          by_features)[1]
+                          by_features, history)[1]
     ratings = lambda items: self._ratings(query, items)
     return self._rerank(candidates, ratings, k)
 
@@ -311,7 +326,8 @@ class RecommendModule(_Catalogue):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
     query = self.model.user_embeddings(user)
     return self._two_stage(query, user > 0, self.seen_indices(user), k,
-                           self.model.stored_new_user_rows(user))
+                           self.model.stored_new_user_rows(user),
+                           tf.gather(self.model.history_items, user))
 
   def _for_features(self, features, liked_item_ids, k):
     checks = self._check_k(k) + [tf.debugging.assert_equal(
@@ -331,7 +347,7 @@ class RecommendModule(_Catalogue):
     # Known through features, so the learned scores are used, not popularity.
     return self._two_stage(query, tf.ones_like(k, tf.bool),
                            tf.concat([liked_pairs, padding], 0), k,
-                           self.model.new_user_rows(encoded, liked))
+                           self.model.new_user_rows(encoded, liked), liked)
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.string, name="member_ids"),

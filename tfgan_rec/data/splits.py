@@ -54,6 +54,12 @@ class Examples:
   def __len__(self) -> int:
     return len(self.user)
 
+  def real(self) -> "Examples":
+    """The real interactions only (weight 1; generated ones have less)."""
+    keep = self.weight >= 1.0
+    return Examples(*(getattr(self, f.name)[keep]
+                      for f in dataclasses.fields(Examples)))
+
   def __add__(self, other: "Examples") -> "Examples":
     return Examples(*(np.concatenate([getattr(self, f.name),
                                       getattr(other, f.name)])

@@ -14,8 +14,10 @@ from tfgan_rec.recommender import replicas as replicas_lib
 from tfgan_rec.recommender import towers
 
 
-# The attribute holding the new-user scorer, and its checkpoint key.
+# The attributes holding the new-user scorer and the next-item blend, and
+# their checkpoint keys.
 NEW_USER_SCORER = "new_user_scorer"
+NEXT_ITEM_BLEND = "next_item_blend"
 
 
 def history_table(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
@@ -158,6 +160,8 @@ class TwoStageModel(tfrs.Model):
     self.thin_user_query = None
     # Named by NEW_USER_SCORER in checkpoints (`training.saved_with`).
     self.new_user_scorer = None
+    # Named by NEXT_ITEM_BLEND in checkpoints.
+    self.next_item_blend = None
     # The rating head predicts the deviation from the mean training rating.
     self.rating_offset = tf.Variable(float(rating_mean), trainable=False,
                                      name="rating_offset")
@@ -241,6 +245,19 @@ class TwoStageModel(tfrs.Model):
     scores [B, items + 1]` instead of the query tower's (retrieval only;
     ratings still come from the tower; see `thin_users`)."""
     self.new_user_scorer = layer
+
+  def attach_next_item_blend(self, layer: tf.keras.layers.Layer) -> None:
+    """Blends retrieval scores with `layer(scores, history) -> scores`
+    (`tfgan_rec.next_items`); None detaches it."""
+    self.next_item_blend = layer
+
+  def blended_scores(self, scores: tf.Tensor, history: tf.Tensor
+                     ) -> tf.Tensor:
+    """Retrieval `scores` [B, items + 1] of users with `history` [B, L]
+    (latest first), through the next-item blend if one is attached."""
+    if self.next_item_blend is None:
+      return scores
+    return self.next_item_blend(scores, history)
 
   def attach_thin_user_query(self, layer: tf.keras.layers.Layer) -> None:
     """Serves users with short histories through `layer(history, encoded

@@ -32,6 +32,9 @@ class FitResult:
   # The early-stopped model trained on the fit part, before the refit (the
   # one whose validation figures chose the epochs); `model` without refit.
   fit_model: Optional[TwoStageModel] = None
+  # What was decided for the models after training, and why (the report's
+  # decisions), e.g. {"next-item transitions": "weight 0.1 (...)"}.
+  decisions: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -228,14 +231,16 @@ def item_matrix(model: TwoStageModel) -> np.ndarray:
 
 def score_all_items(model: TwoStageModel, users: np.ndarray,
                     candidates: Optional[np.ndarray] = None) -> np.ndarray:
-  """[len(users), num_items + 1] retrieval scores (column 0 = padding), by
-  the new-user scorer for users without history if one is attached;
+  """[len(users), num_items + 1] retrieval scores (column 0 = padding),
+  through the next-item blend and, for users without history, by the
+  new-user scorer if they are attached;
   `candidates` replaces the tower's item embeddings (e.g. generated ones)."""
   if candidates is None:
     candidates = item_matrix(model)
   users = tf.constant(users, tf.int32)
   scores = tf.matmul(model.user_embeddings(users), candidates,
                      transpose_b=True)
+  scores = model.blended_scores(scores, tf.gather(model.history_items, users))
   by_features = model.stored_new_user_rows(users)
   if by_features is not None:
     features, scored = by_features

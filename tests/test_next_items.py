@@ -1,0 +1,161 @@
+"""Next-item transitions blended into retrieval: the layer scores as the
+Transitions baseline does, the blend ranks as the z-scored mix it was
+measured as, it is chosen on validation, exported and restored, and left
+out where it cannot serve."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgan_rec import baselines, next_items, saved_models, signatures
+from tfgan_rec.recommender import training
+from tfgan_rec.recommender.model import history_table
+
+
+def z_scored(scores):
+  rest = scores[:, 1:]
+  return ((scores - rest.mean(1, keepdims=True)) /
+          rest.std(1, keepdims=True))
+
+
+def blend_layer(ready, weight, window=10, history=5, neighbours=None):
+  rows = ready.examples("train")
+  data = ready.data
+  transitions = baselines.ItemTransitions(
+      rows.user, rows.item, rows.timestamp, data.num_users, data.num_items,
+      window, history)
+  table = next_items.neighbour_table(transitions.transitions.tocsr(),
+                                     neighbours or data.num_items + 1)
+  return transitions, next_items.NextItemBlend(*table, history, weight)
+
+
+def test_transition_scores_equal_the_baseline(prepared):
+  _, ready = prepared
+  baseline, layer = blend_layer(ready, 0.0)
+  rows = ready.examples("train")
+  histories = history_table(rows.user, rows.item, rows.timestamp,
+                            ready.data.num_users, 20)
+  users = np.arange(1, ready.data.num_users + 1)
+  np.testing.assert_allclose(
+      layer.transition_scores(tf.constant(histories[users])).numpy(),
+      baseline.scores(users), rtol=1e-5, atol=1e-7)
+
+
+def test_blend_ranks_as_the_z_scored_mix_and_leaves_empty_rows(prepared):
+  _, ready = prepared
+  _, layer = blend_layer(ready, 0.3)
+  rng = np.random.default_rng(0)
+  width = ready.data.num_items + 1
+  scores = rng.normal(size=(3, width)).astype(np.float32)
+  history = np.array([[5, 3, 0], [7, 0, 0], [0, 0, 0]], np.int32)
+  blended = layer(tf.constant(scores), tf.constant(history)).numpy()
+  transitions = layer.transition_scores(tf.constant(history)).numpy()
+  assert transitions[:2].any()
+  mix = 0.7 * z_scored(scores[:2]) + 0.3 * z_scored(transitions[:2])
+  np.testing.assert_array_equal(np.argsort(-blended[:2, 1:], kind="stable"),
+                                np.argsort(-mix[:, 1:], kind="stable"))
+  np.testing.assert_array_equal(blended[2], scores[2])
+
+
+def test_neighbour_table_keeps_the_strongest_successors(prepared):
+  _, ready = prepared
+  full, layer = blend_layer(ready, 0.0, neighbours=3)
+  dense = full.transitions.toarray()
+  indices = layer.indices.numpy()
+  for row in (1, 2, 3):
+    kept = dense[row, indices[row][layer.values.numpy()[row] > 0]]
+    assert len(kept) == min(3, np.count_nonzero(dense[row]))
+    assert kept.min(initial=np.inf) >= np.sort(dense[row])[-3]
+
+
+@pytest.fixture
+def with_blend(trained):
+  """The session's model with a blend of weight 0.3 attached (detached
+  after): (ready, model)."""
+  _, ready, result = trained
+  model = result.model
+  before = model.next_item_blend
+  model.attach_next_item_blend(blend_layer(ready, 0.3)[1])
+  yield ready, model
+  model.attach_next_item_blend(before)
+
+
+def test_exported_retrieval_serves_the_blend(with_blend, tmp_path):
+  ready, model = with_blend
+  data, train = ready.data, ready.split.train
+  paths = saved_models.export_models(
+      model, data.user_ids, data.item_ids, data.user[train], data.item[train],
+      str(tmp_path), top_k=10)
+  serve = tf.saved_model.load(paths["retrieval"]).signatures[
+      "serving_default"]
+  users = np.arange(1, 6)
+  out = serve(user_id=tf.constant(data.user_ids[users - 1].astype(str)))
+  scores = training.score_all_items(model, users)
+  scores[:, 0] = -np.inf
+  seen = ready.matrices["train"][users].toarray() > 0
+  scores[seen] = -np.inf
+  expected = np.sort(scores, axis=1)[:, ::-1][:, :10]
+  np.testing.assert_allclose(out["scores"].numpy(), expected, rtol=1e-4,
+                             atol=1e-4)
+  tower = tf.matmul(model.user_embeddings(tf.constant(users)),
+                    training.item_matrix(model), transpose_b=True).numpy()
+  assert not np.allclose(training.score_all_items(model, users), tower)
+
+
+def test_compact_index_refuses_a_blended_model(with_blend):
+  ready, model = with_blend
+  data, train = ready.data, ready.split.train
+  with pytest.raises(ValueError, match="index exact"):
+    signatures.RetrievalModule(model, data.user_ids, data.item_ids,
+                               data.user[train], data.item[train],
+                               index="compact")
+
+
+def test_restored_model_scores_with_the_blend(with_blend, trained,
+                                              tmp_path):
+  (ready, model), config = with_blend, trained[0]
+  training.save_model(model, str(tmp_path))
+  assert training.saved_with(str(tmp_path), "next_item_blend")
+  restored = training.restore_model(config, ready.data,
+                                    ready.examples("train"), str(tmp_path),
+                                    rebuild=next_items.attach_untrained)
+  users = np.arange(1, 8)
+  np.testing.assert_allclose(training.score_all_items(restored, users),
+                             training.score_all_items(model, users),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_attach_chooses_on_validation(trained):
+  config, ready, result = trained
+  models = (result.fit_model, result.model)
+  before = [model.next_item_blend for model in models]
+  try:
+    choice = next_items.attach(config, ready, result, ready.examples("fit"),
+                               ready.examples("train"))
+    attached = [model.next_item_blend for model in models]
+  finally:
+    for model, layer in zip(models, before):
+      model.attach_next_item_blend(layer)
+  assert set(choice.tried) == set(next_items.WEIGHT_GRID)
+  assert choice.weight == max(choice.tried, key=choice.tried.get)
+  if choice.weight:
+    assert all(layer.weight.numpy() == choice.weight for layer in attached)
+    assert attached[0] is not attached[1]
+  else:
+    assert attached == [None, None] and "not used" in choice.reason
+
+
+@pytest.mark.parametrize("override, reason", [
+    ({"model": {"next_items": "off"}}, "--next-items off"),
+    ({"export": {"index": "compact"}}, "compact index")])
+def test_attach_leaves_it_out_when_told_or_compact(trained, override,
+                                                   reason):
+  config, ready, result = trained
+  changed = config.copy()
+  for section, values in override.items():
+    setattr(changed, section,
+            dataclasses.replace(getattr(changed, section), **values))
+  choice = next_items.attach(changed, ready, result, ready.examples("fit"),
+                             ready.examples("train"))
+  assert choice.weight == 0.0 and reason in choice.reason
