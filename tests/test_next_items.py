@@ -25,14 +25,17 @@ def blend_layer(ready, weight, window=10, history=5, neighbours=None):
   transitions = baselines.ItemTransitions(
       rows.user, rows.item, rows.timestamp, data.num_users, data.num_items,
       window, history)
-  table = next_items.neighbour_table(transitions.transitions.tocsr(),
-                                     neighbours or data.num_items + 1)
+  table = next_items.neighbour_table(
+      transitions.transitions.tocsr(),
+      neighbours or next_items.neighbours_for(data.num_items))
   return transitions, next_items.NextItemBlend(*table, history, weight)
 
 
 def test_transition_scores_equal_the_baseline(prepared):
   _, ready = prepared
-  baseline, layer = blend_layer(ready, 0.0)
+  # Every successor kept: the layer computes exactly the baseline's scores.
+  baseline, layer = blend_layer(ready, 0.0,
+                                neighbours=ready.data.num_items + 1)
   rows = ready.examples("train")
   histories = history_table(rows.user, rows.item, rows.timestamp,
                             ready.data.num_users, 20)
@@ -86,7 +89,7 @@ def test_exported_retrieval_serves_the_blend(with_blend, tmp_path):
   data, train = ready.data, ready.split.train
   paths = saved_models.export_models(
       model, data.user_ids, data.item_ids, data.user[train], data.item[train],
-      str(tmp_path), top_k=10)
+      str(tmp_path), top_k=10, user_columns=list(data.user_features.columns))
   serve = tf.saved_model.load(paths["retrieval"]).signatures[
       "serving_default"]
   users = np.arange(1, 6)
