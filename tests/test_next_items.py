@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgan_rec import baselines, next_items, saved_models, signatures
+from tfgan_rec import (baselines, next_items, pipeline, saved_models,
+                       signatures)
+from tfgan_rec.errors import InputError
 from tfgan_rec.recommender import training
 from tfgan_rec.recommender.model import history_table
 
@@ -162,3 +164,13 @@ def test_attach_leaves_it_out_when_told_or_compact(trained, override,
   choice = next_items.attach(changed, ready, result, ready.examples("fit"),
                              ready.examples("train"))
   assert choice.weight == 0.0 and reason in choice.reason
+
+
+def test_export_stage_refuses_compact_for_a_blended_run(with_blend, trained,
+                                                        tmp_path):
+  _, model = with_blend
+  training.save_model(model, str(tmp_path / pipeline.MODEL_DIR))
+  config = trained[0].copy()
+  config.export.index = "compact"
+  with pytest.raises(InputError, match="--index exact"):
+    pipeline.export_run(str(tmp_path), config)

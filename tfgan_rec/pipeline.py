@@ -426,10 +426,15 @@ def load_run_config(run_dir: str) -> RunConfig:
 def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   """Rebuilds the model of a finished run (its config, data and split) and
   exports it with `config.export`."""
-  split_data = prepare(config.data, config.seed)
   model_dir = os.path.join(run_dir, MODEL_DIR)
   with_scorer = training.saved_with(model_dir, NEW_USER_SCORER)
   with_blend = training.saved_with(model_dir, NEXT_ITEM_BLEND)
+  if with_blend and config.export.index == "compact":
+    raise InputError(f"the model in '{model_dir}' blends next-item "
+                     f"transitions into retrieval, which the compact index "
+                     f"does not search; export it with --index exact (or "
+                     f"train with --next-items off).")
+  split_data = prepare(config.data, config.seed)
 
   def rebuild(model: TwoStageModel) -> None:
     if config.augmentation.uses_gan:
