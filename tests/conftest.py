@@ -16,6 +16,9 @@ def small_config(**data_overrides) -> config_lib.RunConfig:
       config.data, dataset="synthetic", synthetic_interactions=20_000,
       **data_overrides)
   config.train.epochs = 12
+  # The session's model is the tower's alone (the exact and compact exports
+  # compare it); tests/test_next_items.py attaches and chooses the blend.
+  config.model.next_items = "off"
   return config
 
 

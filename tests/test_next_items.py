@@ -103,6 +103,12 @@ def test_exported_retrieval_serves_the_blend(with_blend, tmp_path):
   expected = np.sort(scores, axis=1)[:, ::-1][:, :10]
   np.testing.assert_allclose(out["scores"].numpy(), expected, rtol=1e-4,
                              atol=1e-4)
+  # An empty request fails on its check, not inside the blend or top_k.
+  recommend = tf.saved_model.load(paths["recommend"]).signatures[
+      "serving_default"]
+  with pytest.raises(tf.errors.InvalidArgumentError, match="is empty"):
+    recommend(user_id=tf.constant([], tf.string),
+              k=tf.constant([], tf.int32))
   tower = tf.matmul(model.user_embeddings(tf.constant(users)),
                     training.item_matrix(model), transpose_b=True).numpy()
   assert not np.allclose(training.score_all_items(model, users), tower)
@@ -133,6 +139,8 @@ def test_restored_model_scores_with_the_blend(with_blend, trained,
 
 def test_attach_chooses_on_validation(trained):
   config, ready, result = trained
+  config = config.copy()
+  config.model.next_items = "auto"
   models = (result.fit_model, result.model)
   before = [model.next_item_blend for model in models]
   try:

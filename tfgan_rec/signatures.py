@@ -322,8 +322,11 @@ class RecommendModule(_Catalogue):
         _check_batch(user_id, "user_id"),
         tf.debugging.assert_equal(tf.size(user_id), tf.size(k),
                                   message="give one k per user_id")]
+    # k too waits for the checks: an empty k would otherwise reach top_k
+    # (as a width of INT_MIN) before the error that names the input.
     with tf.control_dependencies(checks):
       user = tf.cast(self.user_lookup(user_id), tf.int32)
+      k = tf.identity(k)
     query = self.model.user_embeddings(user)
     return self._two_stage(query, user > 0, self.seen_indices(user), k,
                            self.model.stored_new_user_rows(user),
@@ -336,6 +339,7 @@ class RecommendModule(_Catalogue):
                 "user")]
     with tf.control_dependencies(checks):
       liked = tf.cast(self.item_lookup(liked_item_ids), tf.int32)
+      k = tf.identity(k)
     # Unknown liked IDs and "" padding both map to 0, which pools as empty;
     # the raw strings go to the query tower's own FeaturePreprocessing.
     encoded = self.model.user_preprocessing(features)
@@ -372,6 +376,7 @@ class RecommendModule(_Catalogue):
     with tf.control_dependencies(checks):
       present = member_ids != ""
       members = tf.cast(self.user_lookup(member_ids), tf.int32)
+      k = tf.identity(k)
     groups, size = tf.shape(members)[0], tf.shape(members)[1]
     flat = tf.reshape(members, [-1])
     queries = self.model.user_embeddings(flat)

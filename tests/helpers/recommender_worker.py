@@ -83,12 +83,15 @@ def multiworker(run_dir: str) -> dict:
   save_trained = pipeline.save_trained
 
   def keep_weights(model, *args):
-    # The recommender's weights, compared with `fit`'s (no scorer there).
-    scorer = model.new_user_scorer
+    # The recommender's weights, compared with `fit`'s (no new-user scorer
+    # or next-item blend there).
+    scorer, blend = model.new_user_scorer, model.next_item_blend
     model.attach_new_user_scorer(None)
+    model.attach_next_item_blend(None)
     saved.update({f"random_{i}": w
                   for i, w in enumerate(model.get_weights())})
     model.attach_new_user_scorer(scorer)
+    model.attach_next_item_blend(blend)
     save_trained(model, *args)
 
   pipeline.save_trained = keep_weights
