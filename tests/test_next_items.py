@@ -166,6 +166,7 @@ def test_attach_leaves_it_out_when_told_or_compact(trained, override,
                                                    reason):
   config, ready, result = trained
   changed = config.copy()
+  changed.model.next_items = "auto"
   for section, values in override.items():
     setattr(changed, section,
             dataclasses.replace(getattr(changed, section), **values))
