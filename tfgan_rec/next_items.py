@@ -25,7 +25,7 @@ and to the final model (transitions of the rows each learnt); the exported
 items are read latest first) serve through it.
 """
 import dataclasses
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -71,6 +71,8 @@ def neighbour_table(transitions: sparse.csr_matrix, neighbours: int
 
 
 def neighbours_for(num_items: int) -> int:
+  """How many successors the tables keep per item (the catalogue's width
+  when it is smaller than NEIGHBOURS)."""
   return min(NEIGHBOURS, num_items + 1)
 
 
@@ -114,6 +116,9 @@ class NextItemBlend(tf.keras.layers.Layer):
         tf.reshape(values, [-1]))
 
   def call(self, scores: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+    """`scores` [B, items + 1] plus c * transition scores of `history`,
+    c = w std(scores) / ((1 - w) std(transitions)) per row (0 without
+    transition scores)."""
     transitions = self.transition_scores(history)
     spread = lambda s: tf.math.reduce_std(s[:, 1:], axis=1, keepdims=True)
     scale = tf.math.divide_no_nan(self.weight * spread(scores),
@@ -127,7 +132,7 @@ class NextItemChoice:
   weight's validation Recall@K, and why, for the report."""
   weight: float
   reason: str
-  tried: dict = dataclasses.field(default_factory=dict)
+  tried: Dict[float, float] = dataclasses.field(default_factory=dict)
 
 
 def attach(config: RunConfig, split_data: SplitData,
@@ -148,9 +153,10 @@ def attach(config: RunConfig, split_data: SplitData,
   unavailable = _why_unavailable(config, split_data, fit_rows)
   if unavailable:
     return NextItemChoice(0.0, unavailable)
-  settings = _settings(config, split_data, fit_rows.real())
+  fit_real = fit_rows.real()
+  settings = _settings(config, split_data, fit_real)
   early = result.fit_model or result.model
-  layer = _layer(split_data, fit_rows.real(), settings, 0.0)
+  layer = _layer(split_data, fit_real, settings, 0.0)
   early.attach_next_item_blend(layer)
   tried = _validation_recalls(config, split_data, early, layer)
   weight = max(tried, key=tried.get)
@@ -170,6 +176,7 @@ def attach(config: RunConfig, split_data: SplitData,
 
 def _why_unavailable(config: RunConfig, split_data: SplitData,
                      rows: Examples) -> Optional[str]:
+  """Why the blend is left out of this run, or None."""
   if config.model.next_items == "off":
     return "off (--next-items off)"
   if config.export.index == "compact":
@@ -195,6 +202,7 @@ def _settings(config: RunConfig, split_data: SplitData,
 
 def _layer(split_data: SplitData, rows: Examples, settings: dict,
            weight: float) -> NextItemBlend:
+  """The blend of the transitions of `rows` with these settings."""
   data = split_data.data
   transitions = baselines.ItemTransitions(
       rows.user, rows.item, rows.timestamp, data.num_users, data.num_items,
@@ -205,7 +213,8 @@ def _layer(split_data: SplitData, rows: Examples, settings: dict,
 
 
 def _validation_recalls(config: RunConfig, split_data: SplitData,
-                        model: TwoStageModel, layer: NextItemBlend) -> dict:
+                        model: TwoStageModel, layer: NextItemBlend
+                        ) -> Dict[float, float]:
   """{weight: validation Recall@K of `model` with `layer` at that weight}."""
   matrices, k = split_data.matrices, config.eval.k
   tried = {}

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfgan_rec import (augmentation, baselines, cluster, evaluate,
                        new_users, next_items, plots, release, report,
-                       saved_models, thin_users)
+                       saved_models, signatures, thin_users)
 from tfgan_rec.report import (AugmentationSummary, DataSummary,
                               NewItemSummary, RunSummary,
                               UserGeneratorSummary)
@@ -430,10 +430,8 @@ def export_run(run_dir: str, config: RunConfig) -> Dict[str, str]:
   with_scorer = training.saved_with(model_dir, NEW_USER_SCORER)
   with_blend = training.saved_with(model_dir, NEXT_ITEM_BLEND)
   if with_blend and config.export.index == "compact":
-    raise InputError(f"the model in '{model_dir}' blends next-item "
-                     f"transitions into retrieval, which the compact index "
-                     f"does not search; export it with --index exact (or "
-                     f"train with --next-items off).")
+    raise InputError(f"the model in '{model_dir}' "
+                     f"{signatures.COMPACT_WITH_BLEND}")
   split_data = prepare(config.data, config.seed)
 
   def rebuild(model: TwoStageModel) -> None:

@@ -39,6 +39,11 @@ from tfgan_rec.config import INDEXES
 from tfgan_rec.recommender.model import TwoStageModel
 
 STRATEGIES = ("average", "least_misery", "most_pleasure")
+# Why a model with a next-item blend is not exported with the compact index.
+COMPACT_WITH_BLEND = ("blends next-item transitions into its retrieval "
+                      "scores, which the compact index does not search; "
+                      "export it with --index exact (or train with "
+                      "--next-items off).")
 
 
 class _IdTable(tf.Module):
@@ -125,10 +130,7 @@ class _Catalogue(_IdLookups):
     if self.index_kind != "compact":
       return
     if self.model.next_item_blend is not None:
-      raise ValueError("the model blends next-item transitions into its "
-                       "retrieval scores, which the compact index does not "
-                       "search; export with index exact, or train with "
-                       "--next-items off.")
+      raise ValueError(f"the model {COMPACT_WITH_BLEND}")
     popularity = self.index.numpy()[:, -1].copy()
     popularity[0] = float("-inf")  # item 0, the padding, is never returned
     self.compact = CompactIndex(self.index, self.shortlist_factor * n,

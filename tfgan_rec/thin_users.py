@@ -51,7 +51,7 @@ def train_user_generator(config: RunConfig, split_data: SplitData,
   checkpoint); `hold_out` keeps `validation_users` of them apart to choose
   the new users' blend."""
   data = split_data.data
-  real = rows.weight >= 1.0
+  real = rows.is_real()
   histories = user_gan.UserHistories.from_interactions(
       rows.user[real], rows.item[real], rows.timestamp[real], data.num_users)
   settings = (config.user_gan if hold_out else dataclasses.replace(

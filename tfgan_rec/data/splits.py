@@ -54,9 +54,14 @@ class Examples:
   def __len__(self) -> int:
     return len(self.user)
 
+  def is_real(self) -> np.ndarray:
+    """Which rows are real interactions (weight 1; generated ones have
+    less)."""
+    return self.weight >= 1.0
+
   def real(self) -> "Examples":
-    """The real interactions only (weight 1; generated ones have less)."""
-    keep = self.weight >= 1.0
+    """The real interactions only."""
+    keep = self.is_real()
     return Examples(*(getattr(self, f.name)[keep]
                       for f in dataclasses.fields(Examples)))
 

@@ -52,7 +52,7 @@ def history_mask(config: RunConfig, rows: Examples) -> np.ndarray:
   also describe the user is configurable."""
   if config.model.generated_in_history:
     return np.ones(len(rows.user), bool)
-  return rows.weight >= 1.0
+  return rows.is_real()
 
 
 @dataclasses.dataclass
