@@ -132,6 +132,13 @@ def main() -> None:
   model, data = json.loads(args.model), json.loads(args.data)
   path = args.results
   results = json.load(open(path)) if os.path.exists(path) else {}
+  # Files written before the next-item blend existed hold tower-only runs.
+  blend = model.get("next_items", RunConfig().model.next_items)
+  if results and results.get("next_items", "off") != blend:
+    raise SystemExit(f"{path} holds runs with next_items="
+                     f"{results.get('next_items', 'off')}; pass another "
+                     f"--results.")
+  results["next_items"] = blend
   for key, value in (("model", model), ("data", data)):
     if results.setdefault(key, value) != value:
       raise SystemExit(f"{path} holds runs with {key} settings "

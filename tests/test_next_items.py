@@ -112,6 +112,33 @@ def test_exported_retrieval_serves_the_blend(with_blend, tmp_path):
   tower = tf.matmul(model.user_embeddings(tf.constant(users)),
                     training.item_matrix(model), transpose_b=True).numpy()
   assert not np.allclose(training.score_all_items(model, users), tower)
+  # Liked items rank by the known ones before them: pads and unknown IDs
+  # anywhere in the row change nothing.
+  liked = list(data.item_ids[ready.matrices["train"][1].indices[:2] - 1]
+               .astype(str))
+  padded = ["", "no-such-item", liked[0], "", liked[1]]
+  features = {name: tf.constant([column[0]] * 2) for name, column
+              in data.user_features.columns.items()}
+  out = tf.saved_model.load(paths["recommend"]).signatures[
+      "recommend_for_features"](
+      **features, liked_item_ids=tf.constant([liked + [""] * 3, padded]),
+      k=tf.constant([10, 10], tf.int32))
+  np.testing.assert_array_equal(out["item_ids"][0], out["item_ids"][1])
+  np.testing.assert_allclose(out["scores"][0], out["scores"][1], rtol=1e-6)
+
+
+def test_pads_and_unknown_ids_take_no_rank(prepared):
+  _, ready = prepared
+  _, layer = blend_layer(ready, 0.3, history=20)
+  rng = np.random.default_rng(1)
+  known = rng.integers(1, ready.data.num_items + 1, size=(2, 25))
+  scattered = np.zeros((2, 40), np.int32)
+  slots = np.sort(rng.choice(40, size=25, replace=False))
+  scattered[:, slots] = known
+  np.testing.assert_allclose(
+      layer.transition_scores(tf.constant(scattered)).numpy(),
+      layer.transition_scores(tf.constant(known[:, :20])).numpy(),
+      rtol=1e-6)
 
 
 def test_compact_index_refuses_a_blended_model(with_blend):
@@ -161,7 +188,8 @@ def test_attach_chooses_on_validation(trained):
 
 @pytest.mark.parametrize("override, reason", [
     ({"model": {"next_items": "off"}}, "--next-items off"),
-    ({"export": {"index": "compact"}}, "compact index")])
+    ({"export": {"index": "compact"}}, "compact index"),
+    ({"model": {"generated_in_history": True}}, "generated items")])
 def test_attach_leaves_it_out_when_told_or_compact(trained, override,
                                                    reason):
   config, ready, result = trained
@@ -183,3 +211,18 @@ def test_export_stage_refuses_compact_for_a_blended_run(with_blend, trained,
   config.export.index = "compact"
   with pytest.raises(InputError, match="--index exact"):
     pipeline.export_run(str(tmp_path), config)
+
+
+def test_history_is_no_longer_than_the_model_keeps(trained):
+  config, ready, _ = trained
+  config = config.copy()
+  config.model.history_length = 3
+  settings = next_items._settings(config, ready, ready.examples("fit"))
+  assert settings["history"] == 3
+
+
+def test_generated_rows_must_weigh_less_than_real_ones(trained):
+  config = trained[0].copy()
+  config.augmentation.weight = 1.0
+  with pytest.raises(InputError, match="augmentation.weight=1.0"):
+    config.check()

@@ -415,6 +415,8 @@ class RunConfig:
         ("data.cold_items", self.data.cold_items, 0.0, 0.9),
         ("data.cold_users", self.data.cold_users, 0.0, 0.9),
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
+        # Weight 1 is what marks a row real (Examples.is_real).
+        ("augmentation.weight", self.augmentation.weight, 1e-3, 0.99),
         ("model.graph_layers", self.model.graph_layers, 0, 10),
         ("model.new_user_dropout", self.model.new_user_dropout, 0.0, 0.9),
         ("model.graph_edge_dropout", self.model.graph_edge_dropout, 0.0, 0.9),

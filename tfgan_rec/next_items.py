@@ -102,8 +102,13 @@ class NextItemBlend(tf.keras.layers.Layer):
     self.weight = tf.Variable(float(weight), trainable=False, name="weight")
 
   def transition_scores(self, history: tf.Tensor) -> tf.Tensor:
-    """[B, items + 1] scores from `history` [B, L] (latest first, 0 pads)."""
-    latest = history[:, :self.positions.shape[0]]
+    """[B, items + 1] scores from `history` [B, L]: its known items (> 0)
+    latest first; pads and unknown IDs (0) may stand anywhere and do not
+    take a rank."""
+    padding_last = tf.argsort(tf.cast(history <= 0, tf.int32), axis=1,
+                              stable=True)
+    latest = tf.gather(history, padding_last, batch_dims=1)[
+        :, :self.positions.shape[0]]
     position = self.positions[:tf.shape(latest)[1]]
     weights = tf.where(latest > 0, position[None, :], 0.0)
     items = tf.gather(self.indices, latest)  # [B, L, N]
@@ -182,6 +187,9 @@ def _why_unavailable(config: RunConfig, split_data: SplitData,
   if config.export.index == "compact":
     return ("off: the compact index searches the tower's scores only "
             "(--index exact to blend them)")
+  if config.model.generated_in_history:
+    return ("off: generated items are in the history "
+            "(model.generated_in_history), and they are nobody's last items")
   if not split_data.matrices["validation"].nnz:
     return "off: no validation interactions to choose the weight on"
   if len(rows) * min(WINDOWS) > MAX_PAIRS:
@@ -192,12 +200,15 @@ def _why_unavailable(config: RunConfig, split_data: SplitData,
 
 def _settings(config: RunConfig, split_data: SplitData,
               rows: Examples) -> dict:
-  """The transitions' window and history, chosen on validation."""
+  """The transitions' window and history, chosen on validation; the
+  history no longer than the model keeps (`model.history_length`)."""
   data = split_data.data
   windows = [w for w in WINDOWS if len(rows) * w <= MAX_PAIRS]
+  kept = config.model.history_length
+  histories = [h for h in HISTORIES if h <= kept] or [kept]
   return baselines.tune_transitions(
       rows, data.num_users, data.num_items, split_data.matrices["fit"],
-      split_data.matrices["validation"], config.eval.k, windows, HISTORIES)
+      split_data.matrices["validation"], config.eval.k, windows, histories)
 
 
 def _layer(split_data: SplitData, rows: Examples, settings: dict,

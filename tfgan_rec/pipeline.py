@@ -233,13 +233,15 @@ def train_recommender(config: RunConfig, split_data: SplitData,
 def best_validation_recall(config: RunConfig, split_data: SplitData) -> float:
   """The tuning objective: the best validation Recall@K while early
   stopping, exactly as `run` reaches it before its refit (the same seed
-  gives the same number there)."""
+  gives the same number there). That figure is the tower's, so the
+  next-item blend, chosen after it, is not fitted here."""
   fit_rows = split_data.examples("fit")
   if config.augmentation.uses_gan:
     fit_rows += generate_interactions(config, split_data, fit_rows,
                                       fit_rows).fit
   no_refit = dataclasses.replace(
-      config, train=dataclasses.replace(config.train, refit=False))
+      config, train=dataclasses.replace(config.train, refit=False),
+      model=dataclasses.replace(config.model, next_items="off"))
   result = train_recommender(no_refit, split_data, fit_rows, fit_rows)
   return best_validation(result.history, config.eval.k)
 

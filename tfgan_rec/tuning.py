@@ -65,7 +65,7 @@ def define_augmentation(hp, config: config_lib.RunConfig) -> None:
   aug = config.augmentation
   aug.threshold = hp.Choice("augment_threshold", [5, 10, 20, 40])
   aug.items_per_user = hp.Int("augment_items", 1, 20)
-  aug.weight = hp.Float("augment_weight", 0.05, 1.0, sampling="log")
+  aug.weight = hp.Float("augment_weight", 0.05, 0.95, sampling="log")
 
 
 def define_graph(hp, config: config_lib.RunConfig) -> None:
