@@ -32,6 +32,7 @@ def first_run(tmp_path_factory):
 def test_run_writes_config_metrics_report_and_exports(first_run):
   tmp_path, run_dir = first_run
   assert {"config.yaml", "metrics.json", "report.md"} <= set(os.listdir(run_dir))
+  assert "checkpoints" not in os.listdir(run_dir)  # removed when it ended
   metrics = json.loads((run_dir / "metrics.json").read_text())
   assert set(metrics["retrieval"]) >= {"TFRS two-stage", "MostPop"}
   assert any(name.startswith("EASE") for name in metrics["retrieval"])
@@ -169,7 +170,10 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
   assert new_items["generated_embeddings"] >= new_items["cold_items"]
   # Every generator checkpoints (so --resume continues it) in its folder.
   for folder in ("", "user_generator_fit", "item_generator"):
-    assert (run_dir / "gan_checkpoints" / folder / "checkpoint").exists()
+    assert (run_dir / "checkpoints" / folder / "checkpoint").exists()
+  # The recommenders' epochs only serve to resume the run: gone at its end.
+  assert not set(pipeline.RECOMMENDER_CHECKPOINTS) & set(
+      os.listdir(run_dir / "checkpoints"))
   report = (run_dir / "report.md").read_text()
   assert "| TFRS + GAN user generator | sparse |" in report
   assert "two noise draws for the same thin user agree on" in report
@@ -185,10 +189,10 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
   assert "## New items" in report
 
 
-def test_gan_checkpoints_need_resume(tmp_path, capsys):
+def test_checkpoints_need_resume(tmp_path, capsys):
   run_dir = tmp_path / "killed"
-  (run_dir / "gan_checkpoints").mkdir(parents=True)
-  (run_dir / "gan_checkpoints" / "checkpoint").write_text("x")
+  (run_dir / "checkpoints").mkdir(parents=True)
+  (run_dir / "checkpoints" / "checkpoint").write_text("x")
   code = train.main([*TINY, "--augment", "gan", "--run-dir", str(run_dir),
                      "--no-export"])
   assert code == 2

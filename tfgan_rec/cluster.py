@@ -63,3 +63,12 @@ def output_dir(directory: str) -> Iterator[str]:
     yield scratch
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def checkpoint_path(directory: str) -> str:
+  """Where this worker keeps its checkpoints of `directory`: the folder
+  itself on the chief; on any other worker its own subfolder (saving is
+  collective, so every worker saves, and each resumes from its own)."""
+  if is_chief():
+    return directory
+  return os.path.join(directory, f".worker-{task()[1]}")

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -48,8 +49,10 @@ log = logging.getLogger("tfgan_rec")
 # What a run folder holds.
 CONFIG_FILE, METRICS_FILE, REPORT_FILE = ("config.yaml", "metrics.json",
                                           "report.md")
-MODEL_DIR, CANDIDATES_FILE, GAN_CHECKPOINTS = ("model", "candidates.npy",
-                                               "gan_checkpoints")
+MODEL_DIR, CANDIDATES_FILE, CHECKPOINTS = ("model", "candidates.npy",
+                                           "checkpoints")
+# The recommenders' epochs, under CHECKPOINTS (removed when the run ends).
+RECOMMENDER_CHECKPOINTS = ("recommender", "recommender_augmented")
 MODEL_NAME = "TFRS two-stage"
 AUGMENTED_NAMES = {"gan": "TFRS + GAN interactions",
                    "ease": "TFRS + EASE interactions (teacher ablation)"}
@@ -141,14 +144,24 @@ def _transitions(split_data: SplitData, k: int
 
 # --- GAN and augmentation ----------------------------------------------------
 
-def gan_checkpoint_dir(run_dir: str, resume: bool) -> str:
-  """The run's GAN checkpoint folder; stale checkpoints need --resume."""
-  checkpoints = os.path.join(run_dir, GAN_CHECKPOINTS)
+def checkpoint_dir(run_dir: str, resume: bool) -> str:
+  """The run's checkpoint folder (the GANs' and, until the run ends, the
+  recommenders'); stale checkpoints need --resume."""
+  checkpoints = os.path.join(run_dir, CHECKPOINTS)
   if os.path.isdir(checkpoints) and os.listdir(checkpoints) and not resume:
-    raise InputError(f"'{checkpoints}' holds GAN checkpoints of an earlier "
-                     f"run; pass --resume to continue it or choose another "
+    raise InputError(f"'{checkpoints}' holds checkpoints of an earlier run; "
+                     f"pass --resume to continue it or choose another "
                      f"--run-dir.")
   return checkpoints
+
+
+def remove_recommender_checkpoints(checkpoints: str) -> None:
+  """Deletes the recommenders' epochs once the run is written (they only
+  serve to resume it), and the folder if nothing else is in it."""
+  for name in RECOMMENDER_CHECKPOINTS:
+    shutil.rmtree(os.path.join(checkpoints, name), ignore_errors=True)
+  with contextlib.suppress(OSError):  # not empty, or another worker's
+    os.rmdir(checkpoints)
 
 
 def train_gan(config: RunConfig, split_data: SplitData, rows: Examples,
@@ -212,17 +225,19 @@ def recommender_strategy() -> Optional[tf.distribute.Strategy]:
 
 
 def train_recommender(config: RunConfig, split_data: SplitData,
-                      fit_rows: Examples, train_rows: Examples
+                      fit_rows: Examples, train_rows: Examples,
+                      checkpoint_dir: Optional[str] = None
                       ) -> training.FitResult:
   """Early stopping on validation while fitting `fit_rows`, then the refit
   on `train_rows` (see `recommender.training.train_recommender`), under
-  `recommender_strategy()`; then the next-item blend, chosen on validation
+  `recommender_strategy()`, each epoch kept in (and resumed from)
+  `checkpoint_dir`; then the next-item blend, chosen on validation
   (`next_items.attach`; its choice in the result's `decisions`)."""
   callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
                if config.logdir else None)
   result = training.train_recommender(config, split_data, fit_rows,
                                       train_rows, callbacks,
-                                      recommender_strategy())
+                                      recommender_strategy(), checkpoint_dir)
   choice = next_items.attach(config, split_data, result, fit_rows,
                              train_rows)
   log.info("next-item transitions: %s", choice.reason)
@@ -460,8 +475,8 @@ def run(config: RunConfig, run_dir: str, resume: bool = False) -> RunSummary:
 
   On a worker of a TF_CONFIG cluster other than the chief, the run folder,
   the exports and the TensorBoard logs go to a temporary folder that is
-  deleted at the end (the GAN's checkpoints go where the GAN puts a
-  worker's, see `gan.loop`); the returned summary names that folder.
+  deleted at the end (its checkpoints go to its own subfolders of the
+  run's, `cluster.checkpoint_path`); the returned summary names that folder.
   """
   with cluster.output_dir(run_dir) as out_dir:
     if out_dir != run_dir:
@@ -480,8 +495,7 @@ def _run(config: RunConfig, run_dir: str, out_dir: str,
   with timer("data"):
     split_data = prepare(config.data, config.seed)
   os.makedirs(out_dir, exist_ok=True)
-  checkpoints = (gan_checkpoint_dir(run_dir, resume)
-                 if config.augmentation.uses_gan else None)
+  checkpoints = checkpoint_dir(run_dir, resume)
   save_yaml(config, os.path.join(out_dir, CONFIG_FILE))
   data = summarize_data(split_data)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,
@@ -509,6 +523,7 @@ def _run(config: RunConfig, run_dir: str, out_dir: str,
     with timer("export"):
       summary.exports = export(model, split_data, config, candidates)
   write_summary(summary, out_dir)
+  remove_recommender_checkpoints(checkpoints)
   return summary
 
 
@@ -528,7 +543,7 @@ def train_release(config: RunConfig, split_data: SplitData,
 
 
 def _train_and_evaluate(config: RunConfig, split_data: SplitData,
-                        checkpoints: Optional[str], timer: StageTimer,
+                        checkpoints: str, timer: StageTimer,
                         summary: RunSummary
                         ) -> Tuple[training.FitResult, Examples, Examples]:
   """Baselines, the recommender and, with augmentation, its augmented twin
@@ -540,7 +555,9 @@ def _train_and_evaluate(config: RunConfig, split_data: SplitData,
   fit_rows, train_rows = split_data.examples("fit"), split_data.examples(
       "train")
   with timer("recommender"):
-    result = train_recommender(config, split_data, fit_rows, train_rows)
+    result = train_recommender(
+        config, split_data, fit_rows, train_rows,
+        os.path.join(checkpoints, RECOMMENDER_CHECKPOINTS[0]))
   _record(summary, MODEL_NAME, result, split_data, k)
   if config.augmentation.source == "none":
     return result, train_rows, fit_rows
@@ -583,7 +600,7 @@ def _baselines(split_data: SplitData, k: int, timer: StageTimer,
 
 def _augmented_or_twin(config: RunConfig, split_data: SplitData,
                        twin: training.FitResult, rows: Tuple[Examples, ...],
-                       checkpoints: Optional[str], timer: StageTimer,
+                       checkpoints: str, timer: StageTimer,
                        summary: RunSummary):
   """The augmented twin and its examples; with `--augment auto`, the
   twin instead when validation says the generated interactions do not help
@@ -623,7 +640,7 @@ def _validation_by_slice(result: training.FitResult, split_data: SplitData,
 
 def _augmented_twin(config: RunConfig, split_data: SplitData,
                     fit_rows: Examples, train_rows: Examples,
-                    checkpoints: Optional[str], timer: StageTimer,
+                    checkpoints: str, timer: StageTimer,
                     summary: RunSummary):
   """The recommender retrained on real plus generated interactions (the
   interaction GAN's, or EASE's for the teacher ablation); returns its
@@ -634,8 +651,10 @@ def _augmented_twin(config: RunConfig, split_data: SplitData,
     generated = generate_interactions(config, split_data, fit_rows,
                                       train_rows, checkpoints)
   with timer("recommender (augmented)"):
-    result = train_recommender(config, split_data, fit_rows + generated.fit,
-                               train_rows + generated.train)
+    result = train_recommender(
+        config, split_data, fit_rows + generated.fit,
+        train_rows + generated.train,
+        os.path.join(checkpoints, RECOMMENDER_CHECKPOINTS[1]))
   _record(summary, AUGMENTED_NAMES[source], result, split_data, k)
   if source == "gan" and split_data.has_test:
     summary.retrieval = {"interaction GAN alone": evaluate_retrieval(

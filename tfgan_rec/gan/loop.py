@@ -21,7 +21,6 @@ local devices.
 import dataclasses
 import functools
 import logging
-import os
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -132,7 +131,7 @@ class AdversarialLoop:
       tracked = self.create()
     self.checkpoint = tf.train.Checkpoint(step=self.step, **tracked)
     self.manager = (tf.train.CheckpointManager(
-        self.checkpoint, _checkpoint_path(checkpoint_dir), max_to_keep=3)
+        self.checkpoint, cluster.checkpoint_path(checkpoint_dir), max_to_keep=3)
                     if checkpoint_dir else None)
     self.writer = tf.summary.create_file_writer(logdir) if logdir else None
     self._train_step = tf.function(self._distributed_step)
@@ -285,10 +284,3 @@ class AdversarialLoop:
       restored = f"restored {self.manager.latest_checkpoint}"
     raise GANDivergedError(f"{self.settings.name} diverged at step {step} "
                            f"({what}); {restored}. {self.settings.remedy}")
-
-
-def _checkpoint_path(directory: str) -> str:
-  if cluster.is_chief():
-    return directory
-  # Non-chief workers must save too (it is collective), but elsewhere.
-  return os.path.join(directory, f".worker-{cluster.task()[1]}")

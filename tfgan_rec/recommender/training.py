@@ -15,6 +15,7 @@ from tfgan_rec import evaluate
 from tfgan_rec.config import RunConfig
 from tfgan_rec.data import EncodedData, Examples, SplitData
 from tfgan_rec.recommender import graph
+from tfgan_rec.recommender.checkpoints import EpochCheckpoints, skip_epochs
 from tfgan_rec.recommender.model import TwoStageModel, earlier_counts
 from tfgan_rec.recommender.model import history_table
 from tfgan_rec.recommender.optimizers import LazyAdam
@@ -268,7 +269,8 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
                             rows: Examples,
                             validation: Optional[Validation],
                             callbacks=None,
-                            strategy: Optional[tf.distribute.Strategy] = None
+                            strategy: Optional[tf.distribute.Strategy] = None,
+                            checkpoints: Optional[EpochCheckpoints] = None
                             ) -> FitResult:
   """Trains up to `epochs`, keeping the weights of the epoch with the best
   validation Recall@K (stopping after `patience` epochs without gain).
@@ -276,32 +278,86 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
   Without `validation`, trains exactly `epochs`. With `strategy`, the model
   and its optimizer live in its scope and every replica trains on its rows
   of each global batch (`TwoStageModel.fit`); every worker takes the same
-  decisions, as it holds the same weights.
+  decisions, as it holds the same weights. With `checkpoints`, every epoch
+  is saved there and a fit they hold continues after its last saved epoch
+  (`recommender.checkpoints`).
   """
-  with strategy.scope() if strategy else contextlib.nullcontext():
+  scope = strategy.scope if strategy else contextlib.nullcontext
+  with scope():
     model = build_model(config, data, rows)
   dataset = training_dataset(config, rows)
+  with scope():
+    progress = _resumed(model, dataset, checkpoints)
   key = f"val_recall@{config.eval.k}"
-  best, best_epoch, best_weights, history = -1.0, 0, None, []
-  for epoch in range(1, config.train.epochs + 1):
+  while progress.epoch < config.train.epochs and not progress.stopped:
+    progress.epoch += 1
     logs = model.fit(dataset, epochs=1, verbose=_verbosity(),
                      callbacks=callbacks).history
-    history.append({"epoch": epoch, "loss": float(logs["loss"][-1])})
-    if validation is None:
-      continue
-    history[-1][key] = validation_recall(model, validation, config.eval.k)
-    log.info("epoch %d: loss %.4f, validation recall@%d %.4f", epoch,
-             history[-1]["loss"], config.eval.k, history[-1][key])
-    if history[-1][key] > best:
-      best, best_epoch = history[-1][key], epoch
-      best_weights = model.get_weights()
-    elif epoch - best_epoch >= config.train.patience:
-      break
-  if best_weights is not None:
-    model.set_weights(best_weights)
+    progress.history.append({"epoch": progress.epoch,
+                             "loss": float(logs["loss"][-1])})
+    improved = validation is not None and _validated(
+        model, validation, config, progress, key)
+    if checkpoints:
+      checkpoints.save(model, progress.state(), progress.best_weights,
+                       improved)
+  if progress.best_weights is not None:
+    model.set_weights(progress.best_weights)
   else:
-    best_epoch = len(history)
-  return FitResult(model, best_epoch, history)
+    progress.best_epoch = len(progress.history)
+  return FitResult(model, progress.best_epoch, progress.history)
+
+
+@dataclasses.dataclass
+class _Progress:
+  """Early stopping's state after `epoch` epochs (all but `best_weights`
+  is what `EpochCheckpoints` keeps as JSON)."""
+  epoch: int = 0
+  best: float = -1.0
+  best_epoch: int = 0
+  history: List[dict] = dataclasses.field(default_factory=list)
+  stopped: bool = False
+  best_weights: Optional[List[np.ndarray]] = None
+
+  def state(self) -> dict:
+    return {field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "best_weights"}
+
+
+def _validated(model: TwoStageModel, validation: Validation,
+               config: RunConfig, progress: _Progress, key: str) -> bool:
+  """Records the epoch's validation Recall@K in `progress`; keeps the
+  weights if it is the best so far (returns True), or stops after
+  `patience` epochs without gain."""
+  recall = validation_recall(model, validation, config.eval.k)
+  progress.history[-1][key] = recall
+  log.info("epoch %d: loss %.4f, validation recall@%d %.4f", progress.epoch,
+           progress.history[-1]["loss"], config.eval.k, recall)
+  if recall > progress.best:
+    progress.best, progress.best_epoch = recall, progress.epoch
+    progress.best_weights = model.get_weights()
+    return True
+  progress.stopped = (progress.epoch - progress.best_epoch >=
+                      config.train.patience)
+  return False
+
+
+def _resumed(model: TwoStageModel, dataset: tf.data.Dataset,
+             checkpoints: Optional[EpochCheckpoints]) -> _Progress:
+  """The progress `checkpoints` hold, restored into `model` with the
+  dataset's order moved past the epochs done; a fresh start without."""
+  restored = checkpoints.restore(model) if checkpoints else None
+  if restored is None:
+    return _Progress()
+  state, best_weights = restored
+  # Built now, so the restore applies (and the best weights can be set)
+  # even when no epoch is left to train.
+  one = tf.ones([1], tf.int32)
+  model.predict_rating(model.user_embeddings(one), model.item_embeddings(one))
+  skip_epochs(dataset, state["epoch"])
+  log.info("recommender: resumed after epoch %d from %s", state["epoch"],
+           checkpoints.directory)
+  return _Progress(**state, best_weights=best_weights)
 
 
 def validation_recall(model: TwoStageModel, validation: Validation,
@@ -316,24 +372,29 @@ def validation_recall(model: TwoStageModel, validation: Validation,
 def train_recommender(config: RunConfig, split_data: SplitData,
                       fit_rows: Examples, train_rows: Examples,
                       callbacks=None,
-                      strategy: Optional[tf.distribute.Strategy] = None
-                      ) -> FitResult:
+                      strategy: Optional[tf.distribute.Strategy] = None,
+                      checkpoint_dir: Optional[str] = None) -> FitResult:
   """Early-stops on the validation part while training on `fit_rows`; with
   `refit`, then retrains on all of `train_rows` for the best epoch count.
   Without validation interactions, trains on `train_rows` for `epochs`.
   With `strategy`, both fits are distributed (see `fit_with_early_stopping`).
+  With `checkpoint_dir`, each fit keeps its epochs in a subfolder of it and
+  resumes from them.
 
   Validation excludes only real interactions (`split_data`'s fit part), so
   generated rows in `fit_rows` do not bias early stopping.
   """
   tf.keras.utils.set_random_seed(config.seed)
+  phase = lambda name: (EpochCheckpoints(os.path.join(checkpoint_dir, name))
+                        if checkpoint_dir else None)
   if not len(split_data.split.validation):
     return fit_with_early_stopping(config, split_data.data, train_rows, None,
-                                   callbacks, strategy)
+                                   callbacks, strategy, phase("train"))
   validation = Validation(split_data.matrices["fit"],
                           split_data.matrices["validation"])
   result = fit_with_early_stopping(config, split_data.data, fit_rows,
-                                   validation, callbacks, strategy)
+                                   validation, callbacks, strategy,
+                                   phase("fit"))
   if not config.train.refit:
     return dataclasses.replace(result, fit_model=result.model)
   log.info("Refitting on training + validation for %d epochs",
@@ -343,7 +404,7 @@ def train_recommender(config: RunConfig, split_data: SplitData,
       config, train=dataclasses.replace(config.train,
                                         epochs=result.best_epoch))
   refit = fit_with_early_stopping(refit_config, split_data.data, train_rows,
-                                  None, callbacks, strategy)
+                                  None, callbacks, strategy, phase("refit"))
   refit_history = [dict(r, refit=True) for r in refit.history]
   return FitResult(refit.model, result.best_epoch,
                    result.history + refit_history, fit_model=result.model)
