@@ -160,23 +160,3 @@ def test_ease_teacher_feeds_the_same_path(prepared):
   scores[rows.item[rows.user == user]] = -np.inf
   assert set(generated.item[generated.user == user]) == set(
       np.argsort(-scores)[:3])
-
-
-def test_popularity_debiasing_divides_by_item_counts():
-  # Item 1 is seen by four users, item 2 by one: counts 4 and 1.
-  rows = Examples(np.array([1, 2, 3, 4, 5]), np.array([1, 1, 1, 1, 2]),
-                  np.full(5, 4.0), np.arange(5.0), np.ones(5))
-  probabilities = np.array([[0.0, 0.5, 0.3, 0.1]])
-  score = augmentation.popularity_debiased(lambda users: probabilities,
-                                           rows, 3, 1.0)
-  expected = np.log(probabilities[0, 1:] / np.array([5.0, 2.0, 1.0]))
-  np.testing.assert_allclose(score(np.array([6]))[0, 1:], expected,
-                             rtol=1e-6)
-  config = AugmentationConfig(threshold=2, items_per_user=1, debias=1.0)
-  data = type("Data", (), {"num_users": 6, "num_items": 3})
-  generated = augmentation.generate_interactions(
-      lambda users: np.repeat(probabilities, len(users), 0), rows, data,
-      config)
-  # Without debiasing the popular item 1 would be generated for user 6;
-  # divided by popularity, item 2 (0.3 / 2) beats items 1 (0.5 / 5) and 3.
-  assert generated.item[generated.user == 6].tolist() == [2]

@@ -120,8 +120,6 @@ def generate_interactions(score: ScoreFn, rows: Examples, data: EncodedData,
     return Examples.empty()
   seen = interaction_matrix(rows.user, rows.item, num_users, num_items)
   m = min(config.items_per_user, num_items)
-  if config.debias:
-    score = popularity_debiased(score, rows, num_items, config.debias)
   # Chunks of users keep the [users, catalogue] score matrix small.
   top = np.concatenate([
       top_unseen(score, seen, targets[start:start + USERS_PER_CHUNK], m)
@@ -133,29 +131,6 @@ def generate_interactions(score: ScoreFn, rows: Examples, data: EncodedData,
   rate = baseline_ratings(rows, num_users, num_items)
   return Examples(user, item, rate(user, item), latest[user],
                   np.full(len(user), config.weight, np.float32))
-
-
-def popularity_debiased(score: ScoreFn, rows: Examples, num_items: int,
-                        strength: float) -> ScoreFn:
-  """The generator's probabilities divided by item popularity to the power
-  `strength`, as log scores: log p - strength * log(1 + count in `rows`).
-
-  A generator trained on popular-heavy profiles over-generates popular
-  items, which the recommender already learns from the real rows;
-  RAGAN-BT (Chae et al., WWW 2019) debiases what it generates for this.
-
-  Args:
-    score: scores in (0, 1] (the GAN's mean generated probabilities).
-    rows: the interactions that count popularity.
-    num_items: the catalogue's size.
-    strength: 0 ranks as `score`; 1 divides by popularity.
-  Returns:
-    The debiased ScoreFn.
-  """
-  log_count = np.log1p(np.bincount(rows.item, minlength=num_items + 1))
-  tiny = np.finfo(np.float32).tiny
-  return lambda users: (np.log(np.maximum(score(users), tiny)) -
-                        strength * log_count).astype(np.float32)
 
 
 def top_unseen(score: ScoreFn, seen: sparse.csr_matrix, users: np.ndarray,

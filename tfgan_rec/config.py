@@ -318,10 +318,6 @@ class AugmentationConfig:
                                 flag="augment_items")
   weight: float = setting(0.1, "sample weight of generated interactions",
                           flag="augment_weight")
-  debias: float = setting(
-      0.0, "popularity debiasing of the interaction GAN's generated items: "
-      "they are ranked by log p - debias * log(1 + item count) (0: by p)",
-      flag="augment_debias")
   samples: int = 4
 
   @property
@@ -404,10 +400,6 @@ class RunConfig:
       if value not in known:
         raise InputError(f"setting {name}='{value}' is unknown; use "
                          f"{', '.join(known)}.")
-    if self.augmentation.debias and self.augmentation.source == "ease":
-      raise InputError("--augment-debias ranks the GAN's probabilities; "
-                       "EASE's scores are not, so leave it at 0 with "
-                       "--augment ease.")
     if self.augmentation.source == "auto" and not (
         self.data.validation_fraction > 0):
       raise InputError("--augment auto decides on the validation split; set "
@@ -425,7 +417,6 @@ class RunConfig:
         ("model.temperature", self.model.temperature, 1e-4, 100.0),
         # Weight 1 is what marks a row real (Examples.is_real).
         ("augmentation.weight", self.augmentation.weight, 1e-3, 0.99),
-        ("augmentation.debias", self.augmentation.debias, 0.0, 2.0),
         ("model.graph_layers", self.model.graph_layers, 0, 10),
         ("model.new_user_dropout", self.model.new_user_dropout, 0.0, 0.9),
         ("model.graph_edge_dropout", self.model.graph_edge_dropout, 0.0, 0.9),
