@@ -10,6 +10,7 @@ import yaml
 from tfgan_rec import cli
 from tfgan_rec import export as export_lib
 from tfgan_rec import baselines, pipeline, saved_models, train
+from tfgan_rec.config import load_yaml, save_yaml
 
 TINY = ["--dataset", "synthetic", "--synthetic-interactions", "3000",
         "--epochs", "3", "--patience", "2"]
@@ -189,14 +190,20 @@ def test_augment_gan_reports_both_models_and_new_items(tmp_path):
   assert "## New items" in report
 
 
-def test_checkpoints_need_resume(tmp_path, capsys):
+def test_checkpoints_need_resume_with_the_same_settings(tmp_path, capsys):
   run_dir = tmp_path / "killed"
-  (run_dir / "checkpoints").mkdir(parents=True)
-  (run_dir / "checkpoints" / "checkpoint").write_text("x")
-  code = train.main([*TINY, "--augment", "gan", "--run-dir", str(run_dir),
-                     "--no-export"])
+  (run_dir / "checkpoints" / "recommender").mkdir(parents=True)
+  code = train.main([*TINY, "--run-dir", str(run_dir), "--no-export"])
   assert code == 2
   assert "pass --resume" in capsys.readouterr().err
+  config = cli.resolve_config(train.build_parser().parse_args(
+      [*TINY, "--run-dir", str(run_dir), "--no-export"]))
+  save_yaml(config, str(run_dir / "config.yaml"))
+  code = train.main([*TINY, "--run-dir", str(run_dir), "--no-export",
+                     "--resume", "--patience", "9"])
+  assert code == 2
+  assert "which has train.patience=" in capsys.readouterr().err
+  assert load_yaml(str(run_dir / "config.yaml")) == config.to_dict()
 
 
 def test_every_setting_flag_maps_to_a_config_field():

@@ -67,7 +67,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
   parser.add_argument("--config", help="YAML config; flags override it")
   add_setting_flags(parser)
   parser.add_argument("--resume", action="store_true", default=False,
-                      help="continue the GAN from the checkpoints in --run-dir")
+                      help="continue a killed run from the checkpoints in "
+                      "--run-dir (the GANs' last, the recommenders' last "
+                      "epoch), with its settings")
   add_verbose_flag(parser)
   return parser
 

@@ -51,6 +51,7 @@ CONFIG_FILE, METRICS_FILE, REPORT_FILE = ("config.yaml", "metrics.json",
                                           "report.md")
 MODEL_DIR, CANDIDATES_FILE, CHECKPOINTS = ("model", "candidates.npy",
                                            "checkpoints")
+OLD_GAN_CHECKPOINTS = "gan_checkpoints"  # before the recommenders had any
 # The recommenders' epochs, under CHECKPOINTS (removed when the run ends).
 RECOMMENDER_CHECKPOINTS = ("recommender", "recommender_augmented")
 MODEL_NAME = "TFRS two-stage"
@@ -144,15 +145,48 @@ def _transitions(split_data: SplitData, k: int
 
 # --- GAN and augmentation ----------------------------------------------------
 
-def checkpoint_dir(run_dir: str, resume: bool) -> str:
+def run_checkpoints(run_dir: str, resume: bool) -> str:
   """The run's checkpoint folder (the GANs' and, until the run ends, the
   recommenders'); stale checkpoints need --resume."""
   checkpoints = os.path.join(run_dir, CHECKPOINTS)
+  if os.path.isdir(os.path.join(run_dir, OLD_GAN_CHECKPOINTS)):
+    raise InputError(f"'{run_dir}' holds GAN checkpoints of an older version "
+                     f"in {OLD_GAN_CHECKPOINTS}/; rename that folder to "
+                     f"{CHECKPOINTS}/ to resume them, or choose another "
+                     f"--run-dir.")
   if os.path.isdir(checkpoints) and os.listdir(checkpoints) and not resume:
     raise InputError(f"'{checkpoints}' holds checkpoints of an earlier run; "
                      f"pass --resume to continue it or choose another "
                      f"--run-dir.")
   return checkpoints
+
+
+def check_resumed_settings(config: RunConfig, run_dir: str) -> None:
+  """With --resume, the settings must be those of the run being continued
+  (its config.yaml): InputError naming the first that differs."""
+  path = os.path.join(run_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  saved, current = _flat(load_yaml(path)), _flat(config.to_dict())
+  for name in sorted(set(saved) | set(current)):
+    if saved.get(name) != current.get(name):
+      raise InputError(
+          f"--resume continues the run in '{run_dir}', which has {name}="
+          f"{saved.get(name)!r}, not {current.get(name)!r}; resume with "
+          f"its settings (--config {path}) or choose another --run-dir.")
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+  """{"section.field": value} of a nested settings mapping (lists as
+  tuples, as YAML reads them back as lists)."""
+  flat = {}
+  for key, value in settings.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = (tuple(value) if isinstance(value, (list, tuple))
+                            else value)
+  return flat
 
 
 def remove_recommender_checkpoints(checkpoints: str) -> None:
@@ -226,18 +260,18 @@ def recommender_strategy() -> Optional[tf.distribute.Strategy]:
 
 def train_recommender(config: RunConfig, split_data: SplitData,
                       fit_rows: Examples, train_rows: Examples,
-                      checkpoint_dir: Optional[str] = None
+                      epochs_dir: Optional[str] = None
                       ) -> training.FitResult:
   """Early stopping on validation while fitting `fit_rows`, then the refit
   on `train_rows` (see `recommender.training.train_recommender`), under
   `recommender_strategy()`, each epoch kept in (and resumed from)
-  `checkpoint_dir`; then the next-item blend, chosen on validation
+  `epochs_dir`; then the next-item blend, chosen on validation
   (`next_items.attach`; its choice in the result's `decisions`)."""
   callbacks = ([tf.keras.callbacks.TensorBoard(config.logdir)]
                if config.logdir else None)
   result = training.train_recommender(config, split_data, fit_rows,
                                       train_rows, callbacks,
-                                      recommender_strategy(), checkpoint_dir)
+                                      recommender_strategy(), epochs_dir)
   choice = next_items.attach(config, split_data, result, fit_rows,
                              train_rows)
   log.info("next-item transitions: %s", choice.reason)
@@ -495,7 +529,9 @@ def _run(config: RunConfig, run_dir: str, out_dir: str,
   with timer("data"):
     split_data = prepare(config.data, config.seed)
   os.makedirs(out_dir, exist_ok=True)
-  checkpoints = checkpoint_dir(run_dir, resume)
+  checkpoints = run_checkpoints(run_dir, resume)
+  if resume:
+    check_resumed_settings(config, out_dir)
   save_yaml(config, os.path.join(out_dir, CONFIG_FILE))
   data = summarize_data(split_data)
   log.info("data: %s (%d users, %d items, %d interactions)", data.source,

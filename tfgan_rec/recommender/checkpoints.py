@@ -18,14 +18,23 @@ and resumes from its own copy (`cluster.checkpoint_path`).
 """
 import json
 import os
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tfgan_rec import cluster
 
-STATE_FILE, BEST_FILE = "state.json", "best_weights.npz"
+STATE_FILE = "state.json"
+
+
+class Restored(NamedTuple):
+  """What `EpochCheckpoints.restore` found: the early-stopping state (JSON),
+  the best epoch's weights (None before any epoch was the best) and the
+  checkpoint's restore status (to check once the model is built)."""
+  state: dict
+  best_weights: Optional[List[np.ndarray]]
+  status: object
 
 
 class EpochCheckpoints:
@@ -37,49 +46,61 @@ class EpochCheckpoints:
 
   def __init__(self, directory: str):
     self.directory = cluster.checkpoint_path(directory)
-    self._manager = None
+    self._checkpoint = self._manager = None
 
-  def _manager_of(self, model: tf.keras.Model
-                  ) -> tf.train.CheckpointManager:
-    if self._manager is None:
-      checkpoint = tf.train.Checkpoint(model=model,
-                                       optimizer=model.optimizer)
-      self._manager = tf.train.CheckpointManager(checkpoint, self.directory,
-                                                 max_to_keep=2)
-    return self._manager
+  def _checkpoint_of(self, model: tf.keras.Model) -> tf.train.Checkpoint:
+    if self._checkpoint is None:
+      self._checkpoint = tf.train.Checkpoint(model=model,
+                                             optimizer=model.optimizer)
+    return self._checkpoint
 
   def save(self, model: tf.keras.Model, state: dict,
            best_weights: Optional[List[np.ndarray]],
            best_changed: bool) -> None:
     """Keeps `model` after epoch `state["epoch"]` with the early-stopping
-    `state` (JSON) and, when they changed, the `best_weights`. The state
-    file is replaced last and atomically: it names a complete checkpoint."""
-    self._manager_of(model).save(checkpoint_number=state["epoch"])
+    `state` and, when they changed, the `best_weights` (in a file of that
+    epoch's, named in the state). The state file is replaced last and
+    atomically: it names a complete checkpoint and best-weights file."""
+    if self._manager is None:
+      # Two kept: a kill after the next save still finds the one the state
+      # file names.
+      self._manager = tf.train.CheckpointManager(
+          self._checkpoint_of(model), self.directory, max_to_keep=2)
+    self._manager.save(checkpoint_number=state["epoch"])
+    previous = self._state()
+    state = dict(state, best_file=previous and previous.get("best_file"))
     if best_changed and best_weights is not None:
-      _write_atomically(os.path.join(self.directory, BEST_FILE),
+      state["best_file"] = f"best-{state['epoch']}.npz"
+      _write_atomically(os.path.join(self.directory, state["best_file"]),
                         lambda out: np.savez(out, *best_weights))
     _write_atomically(os.path.join(self.directory, STATE_FILE),
                       lambda out: out.write(json.dumps(state).encode()))
+    stale = previous and previous.get("best_file")
+    if stale and stale != state["best_file"]:
+      os.remove(os.path.join(self.directory, stale))
 
-  def restore(self, model: tf.keras.Model
-              ) -> Optional[tuple]:
-    """(state, best weights or None) of the last saved epoch, its variables
-    restored into `model` (the optimizer's when it first applies a
+  def restore(self, model: tf.keras.Model) -> Optional[Restored]:
+    """The `Restored` state of the last saved epoch, its variables restored
+    into `model` as it builds them (the optimizer's when it first applies a
     gradient); None when nothing was saved."""
+    state = self._state()
+    if state is None:
+      return None
+    status = self._checkpoint_of(model).restore(
+        os.path.join(self.directory, f"ckpt-{state['epoch']}"))
+    weights = None
+    if state.get("best_file"):
+      with np.load(os.path.join(self.directory, state["best_file"])) as saved:
+        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    state = {key: value for key, value in state.items() if key != "best_file"}
+    return Restored(state, weights, status)
+
+  def _state(self) -> Optional[dict]:
     path = os.path.join(self.directory, STATE_FILE)
     if not os.path.exists(path):
       return None
     with open(path, encoding="utf-8") as state_file:
-      state = json.load(state_file)
-    checkpoint = os.path.join(self.directory, f"ckpt-{state['epoch']}")
-    tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
-        checkpoint)
-    best = os.path.join(self.directory, BEST_FILE)
-    weights = None
-    if os.path.exists(best):
-      with np.load(best) as saved:
-        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    return state, weights
+      return json.load(state_file)
 
 
 def skip_epochs(dataset: tf.data.Dataset, epochs: int) -> None:
@@ -96,4 +117,6 @@ def _write_atomically(path: str, write) -> None:
   partial = path + ".partial"
   with open(partial, "wb") as out:
     write(out)
+    out.flush()
+    os.fsync(out.fileno())
   os.replace(partial, path)

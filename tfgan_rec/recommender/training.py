@@ -134,6 +134,13 @@ def saved_with(directory: str, attribute: str) -> bool:
   return any(name.startswith(f"model/{attribute}/") for name, _ in names)
 
 
+def build_weights(model: TwoStageModel) -> None:
+  """Creates every weight of `model` (both towers and the rating head) by
+  scoring one pair, as training would."""
+  one = tf.ones([1], tf.int32)
+  model.predict_rating(model.user_embeddings(one), model.item_embeddings(one))
+
+
 def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
                   directory: str,
                   rebuild: Optional[Callable[[TwoStageModel], None]] = None
@@ -145,8 +152,7 @@ def restore_model(config: RunConfig, data: EncodedData, rows: Examples,
   model = build_model(config, data, rows)
   if rebuild:
     rebuild(model)
-  one = tf.ones([1], tf.int32)
-  model.predict_rating(model.user_embeddings(one), model.item_embeddings(one))
+  build_weights(model)
   status = tf.train.Checkpoint(model=model).read(
       os.path.join(directory, "model"))
   status.expect_partial().assert_existing_objects_matched()
@@ -270,7 +276,7 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
                             validation: Optional[Validation],
                             callbacks=None,
                             strategy: Optional[tf.distribute.Strategy] = None,
-                            checkpoints: Optional[EpochCheckpoints] = None
+                            saved_epochs: Optional[EpochCheckpoints] = None
                             ) -> FitResult:
   """Trains up to `epochs`, keeping the weights of the epoch with the best
   validation Recall@K (stopping after `patience` epochs without gain).
@@ -278,7 +284,7 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
   Without `validation`, trains exactly `epochs`. With `strategy`, the model
   and its optimizer live in its scope and every replica trains on its rows
   of each global batch (`TwoStageModel.fit`); every worker takes the same
-  decisions, as it holds the same weights. With `checkpoints`, every epoch
+  decisions, as it holds the same weights. With `saved_epochs`, every epoch
   is saved there and a fit they hold continues after its last saved epoch
   (`recommender.checkpoints`).
   """
@@ -287,7 +293,7 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
     model = build_model(config, data, rows)
   dataset = training_dataset(config, rows)
   with scope():
-    progress = _resumed(model, dataset, checkpoints)
+    progress = _resumed(model, dataset, saved_epochs)
   key = f"val_recall@{config.eval.k}"
   while progress.epoch < config.train.epochs and not progress.stopped:
     progress.epoch += 1
@@ -295,11 +301,11 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
                      callbacks=callbacks).history
     progress.history.append({"epoch": progress.epoch,
                              "loss": float(logs["loss"][-1])})
-    improved = validation is not None and _validated(
+    improved = validation is not None and _record_validation(
         model, validation, config, progress, key)
-    if checkpoints:
-      checkpoints.save(model, progress.state(), progress.best_weights,
-                       improved)
+    if saved_epochs:
+      saved_epochs.save(model, progress.state(), progress.best_weights,
+                        improved)
   if progress.best_weights is not None:
     model.set_weights(progress.best_weights)
   else:
@@ -324,7 +330,7 @@ class _Progress:
             if field.name != "best_weights"}
 
 
-def _validated(model: TwoStageModel, validation: Validation,
+def _record_validation(model: TwoStageModel, validation: Validation,
                config: RunConfig, progress: _Progress, key: str) -> bool:
   """Records the epoch's validation Recall@K in `progress`; keeps the
   weights if it is the best so far (returns True), or stops after
@@ -343,21 +349,20 @@ def _validated(model: TwoStageModel, validation: Validation,
 
 
 def _resumed(model: TwoStageModel, dataset: tf.data.Dataset,
-             checkpoints: Optional[EpochCheckpoints]) -> _Progress:
-  """The progress `checkpoints` hold, restored into `model` with the
+             saved_epochs: Optional[EpochCheckpoints]) -> _Progress:
+  """The progress `saved_epochs` hold, restored into `model` with the
   dataset's order moved past the epochs done; a fresh start without."""
-  restored = checkpoints.restore(model) if checkpoints else None
+  restored = saved_epochs.restore(model) if saved_epochs else None
   if restored is None:
     return _Progress()
-  state, best_weights = restored
   # Built now, so the restore applies (and the best weights can be set)
   # even when no epoch is left to train.
-  one = tf.ones([1], tf.int32)
-  model.predict_rating(model.user_embeddings(one), model.item_embeddings(one))
-  skip_epochs(dataset, state["epoch"])
-  log.info("recommender: resumed after epoch %d from %s", state["epoch"],
-           checkpoints.directory)
-  return _Progress(**state, best_weights=best_weights)
+  build_weights(model)
+  restored.status.assert_existing_objects_matched()
+  skip_epochs(dataset, restored.state["epoch"])
+  log.info("recommender: resumed after epoch %d from %s",
+           restored.state["epoch"], saved_epochs.directory)
+  return _Progress(**restored.state, best_weights=restored.best_weights)
 
 
 def validation_recall(model: TwoStageModel, validation: Validation,
