@@ -331,7 +331,8 @@ class _Progress:
 
 
 def _record_validation(model: TwoStageModel, validation: Validation,
-               config: RunConfig, progress: _Progress, key: str) -> bool:
+                       config: RunConfig, progress: _Progress,
+                       key: str) -> bool:
   """Records the epoch's validation Recall@K in `progress`; keeps the
   weights if it is the best so far (returns True), or stops after
   `patience` epochs without gain."""
