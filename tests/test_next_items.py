@@ -125,6 +125,16 @@ def test_exported_retrieval_serves_the_blend(with_blend, tmp_path):
       k=tf.constant([10, 10], tf.int32))
   np.testing.assert_array_equal(out["item_ids"][0], out["item_ids"][1])
   np.testing.assert_allclose(out["scores"][0], out["scores"][1], rtol=1e-6)
+  # A one-member group is that member's own (blended) two-stage list.
+  signatures_of = tf.saved_model.load(paths["recommend"]).signatures
+  for user in data.user_ids[:5].astype(str):
+    single = signatures_of["recommend_group"](
+        member_ids=tf.constant([[user, ""]]), strategy=tf.constant(["average"]),
+        k=tf.constant([10], tf.int32))
+    own = signatures_of["serving_default"](user_id=tf.constant([user]),
+                                           k=tf.constant([10], tf.int32))
+    assert (set(single["item_ids"].numpy()[0]) ==
+            set(own["item_ids"].numpy()[0]))
 
 
 def test_pads_and_unknown_ids_take_no_rank(prepared):

@@ -19,10 +19,10 @@ unknown users get popular items. When the model has a new-user scorer
 interactions and for `recommend_for_features` rows without liked items (not
 for group members). When it has a next-item blend (`tfgan_rec.next_items`),
 retrieval scores of users with history, and of `recommend_for_features`
-rows with liked items (read latest first), blend in the transitions from
-their latest items (not for groups). Bad requests (empty batch, k out of
-range, unknown strategy) fail with an InvalidArgument error naming the
-input.
+rows with liked items (read latest first), and of every group member,
+blend in the transitions from their latest items. Bad requests (empty
+batch, k out of range, unknown strategy) fail with an InvalidArgument
+error naming the input.
 
 Retrieval and the first stage of `serving_default` and
 `recommend_for_features` search the catalogue exactly or, with
@@ -385,7 +385,11 @@ class RecommendModule(_Catalogue):
     # z-normalise each member's scores so learned scores and popularity mix.
     # This needs every item's score, so groups read the float32 index in
     # full with either index (the compact one shares that variable).
-    scores = self.scores(queries, flat > 0)
+    # Each member's scores as their own retrieval's, the next-item blend
+    # included, so a one-member group gets that member's list.
+    scores = self.model.blended_scores(
+        self.scores(queries, flat > 0),
+        tf.gather(self.model.history_items, flat))
     mean, var = tf.nn.moments(scores[:, 1:], axes=[1], keepdims=True)
     scores = tf.reshape((scores - mean) / tf.sqrt(var + 1e-9),
                         [groups, size, -1])
