@@ -158,3 +158,56 @@ def test_without_pooled_history_the_query_ignores_the_history(prepared):
   np.testing.assert_array_equal(
       model.query_tower(user, features, empty, preprocessed=True).numpy(),
       model.query_tower(user, features, full, preprocessed=True).numpy())
+
+
+def test_hard_negative_table_holds_each_users_generated_items():
+  rows = Examples(user=np.array([2, 1, 2, 1, 2]),
+                  item=np.array([7, 8, 9, 5, 6]),
+                  rating=np.ones(5, np.float32), timestamp=np.zeros(5),
+                  weight=np.array([0.1, 1, 0.1, 0.1, 1], np.float32))
+  table = training.hard_negative_table(rows, num_users=3)
+  assert table.tolist() == [[0, 0], [5, 0], [7, 9], [0, 0]]
+
+
+def test_hard_negatives_join_the_softmax_of_their_users_batches(trained):
+  _, ready, result = trained
+  batch = next(iter(training.make_dataset(
+      Examples.of_rows(ready.data, ready.split.train[:256]), 256,
+      seed=0, shuffle=False)))
+  model = result.model
+  users = np.unique(batch["user"].numpy())
+  table = np.zeros([ready.data.num_users + 1, 3], np.int32)
+  table[users] = np.arange(1, 4)  # items 1-3 for every user in the batch
+
+  def loss(hard_negatives):
+    model.hard_negatives = hard_negatives
+    tf.random.set_seed(0)  # the same sampled negatives
+    return float(model.compute_loss(batch))
+
+  try:
+    assert loss(tf.constant(table)) > loss(None)
+    # A table for other users only leaves this batch's softmax as it was.
+    others = np.zeros_like(table)
+    others[np.setdiff1d(np.arange(1, len(table)), users)] = 1
+    assert loss(tf.constant(others)) == loss(None)
+  finally:
+    model.hard_negatives = None
+
+
+def test_generated_as_negatives_trains_on_the_real_rows_only(prepared):
+  config, ready = prepared
+  config = config.copy()
+  config.model.generated_as_negatives = True
+  config.train.epochs = 1
+  real = Examples.of_rows(ready.data, ready.split.fit[:3000])
+  generated = Examples(real.user[:40], real.item[40:80], real.rating[:40],
+                       real.timestamp[:40], np.full(40, 0.1, np.float32))
+  model = training.fit_with_early_stopping(config, ready.data,
+                                           real + generated, None).model
+  expected = training.hard_negative_table(real + generated,
+                                          ready.data.num_users)
+  np.testing.assert_array_equal(model.hard_negatives.numpy(), expected)
+  # Popularity (and so the log-Q correction) counts real rows only.
+  share = np.bincount(real.item, minlength=ready.data.num_items + 1)
+  np.testing.assert_allclose(model.item_share.numpy(), share / share.sum(),
+                             rtol=1e-6)
