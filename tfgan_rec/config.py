@@ -113,10 +113,6 @@ class ModelConfig:
       "other items)")
   history_dropout: float = 0.2
   generated_in_history: bool = False
-  # Generated interactions as hard negatives instead of (low-weight)
-  # positive targets: each joins the sampled negatives of the batches that
-  # hold a row of its user (the GAN recommenders' discriminator reading).
-  generated_as_negatives: bool = False
   item_id_dropout: float = 0.1
   new_user_dropout: float = setting(
       0.0, "share of training rows whose user is shown as a new user (id 0, "

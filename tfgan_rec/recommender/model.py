@@ -131,7 +131,7 @@ class TwoStageModel(tfrs.Model):
                history: np.ndarray, item_counts: np.ndarray,
                rating_mean: float = 0.0,
                adjacency: Optional[graph_lib.Adjacency] = None,
-               seed: int = 0, hard_negatives: Optional[np.ndarray] = None):
+               seed: int = 0):
     super().__init__()
     self.config, self.seed = config, seed
     # Built in a strategy's scope: trained on several replicas.
@@ -157,9 +157,6 @@ class TwoStageModel(tfrs.Model):
     self.item_features = _encoded_table(self.item_preprocessing,
                                         data.item_features, "item")
     self.history_items = _constant_table(history, "history_items")
-    # Training only, so not a variable: a saved model does not carry it.
-    self.hard_negatives = (None if hard_negatives is None
-                           else tf.constant(hard_negatives, tf.int32))
     self.thin_user_query = None
     # Named by NEW_USER_SCORER in checkpoints (`training.saved_with`).
     self.new_user_scorer = None
@@ -339,14 +336,6 @@ class TwoStageModel(tfrs.Model):
                                          dtype=tf.int32)
     return tf.random.uniform([count], 1, self.num_items + 1, dtype=tf.int32)
 
-  def _hard_negatives(self, user: tf.Tensor) -> tf.Tensor:
-    """The hard negatives (`hard_negatives`) of the batch's `user`s, or
-    none without a table."""
-    if self.hard_negatives is None:
-      return tf.zeros([0], tf.int32)
-    items = tf.reshape(tf.gather(self.hard_negatives, user), [-1])
-    return tf.boolean_mask(items, items > 0)
-
   def _sampling_probability(self, candidate_ids, batch_size, num_negatives):
     """Probability that a candidate slot of a batch of `batch_size` rows
     plus `num_negatives` negatives holds each candidate (TFRS clips it to
@@ -369,8 +358,7 @@ class TwoStageModel(tfrs.Model):
              else None)
     query = self.user_embeddings(user, history, table)
     candidate = self.item_embeddings(item, training, table)
-    negatives = tf.concat(
-        [self._negatives(), self._hard_negatives(inputs["user"])], 0)
+    negatives = self._negatives()
     candidate_ids = tf.concat([item, negatives], 0)
     candidates = tf.concat(
         [candidate, self.item_embeddings(negatives, training, table)], 0)
@@ -413,9 +401,7 @@ class TwoStageModel(tfrs.Model):
     table = (self.graph.propagate(training, draw.seed_of(replicas_lib.EDGES))
              if self.graph is not None else None)
     query = self.user_embeddings(user, history, table)
-    negatives = tf.concat(
-        [self._negatives(draw.seed_of(replicas_lib.NEGATIVES)),
-         self._hard_negatives(inputs["user"])], 0)
+    negatives = self._negatives(draw.seed_of(replicas_lib.NEGATIVES))
     candidate_ids = tf.concat([inputs["item"], negatives], 0)
     candidates = replicas_lib.embed_once(
         lambda ids, noise: self.item_embeddings(ids, training, table, noise),

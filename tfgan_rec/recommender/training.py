@@ -96,12 +96,10 @@ class EarlierItems:
     return tf.where(valid, tf.gather(tf.constant(self.items), index), 0)
 
 
-def build_model(config: RunConfig, data: EncodedData, rows: Examples,
-                hard_negatives: Optional[np.ndarray] = None
-                ) -> TwoStageModel:
+def build_model(config: RunConfig, data: EncodedData,
+                rows: Examples) -> TwoStageModel:
   """The compiled model for training on `rows`, whose pooled histories,
-  item popularity, mean rating and (graph tower) adjacency they give;
-  `hard_negatives` as `hard_negative_table` returns."""
+  item popularity, mean rating and (graph tower) adjacency they give."""
   in_history = history_mask(config, rows)
   history = history_table(rows.user[in_history], rows.item[in_history],
                           rows.timestamp[in_history], data.num_users,
@@ -117,24 +115,9 @@ def build_model(config: RunConfig, data: EncodedData, rows: Examples,
         rows.user, rows.item, rows.weight, data.num_users, data.num_items,
         config.model.graph_normalization)
   model = TwoStageModel(config.model, data, history, counts, rating_mean,
-                        adjacency, seed=config.seed,
-                        hard_negatives=hard_negatives)
+                        adjacency, seed=config.seed)
   model.compile(optimizer=LazyAdam(config.train.learning_rate))
   return model
-
-
-def hard_negative_table(rows: Examples, num_users: int) -> np.ndarray:
-  """[num_users + 1, most per user] each user's generated items in `rows`
-  (0 pads; row 0 and users without any all 0): the hard negatives of
-  `model.generated_as_negatives`."""
-  generated = ~rows.is_real()
-  user, item = rows.user[generated], rows.item[generated]
-  counts = np.bincount(user, minlength=num_users + 1)
-  table = np.zeros([num_users + 1, max(int(counts.max()), 1)], np.int32)
-  order = np.argsort(user, kind="stable")
-  first = np.cumsum(counts) - counts
-  table[user[order], np.arange(len(user)) - first[user[order]]] = item[order]
-  return table
 
 
 def save_model(model: TwoStageModel, directory: str) -> str:
@@ -306,12 +289,8 @@ def fit_with_early_stopping(config: RunConfig, data: EncodedData,
   (`recommender.checkpoints`).
   """
   scope = strategy.scope if strategy else contextlib.nullcontext
-  hard_negatives = None
-  if config.model.generated_as_negatives:
-    hard_negatives = hard_negative_table(rows, data.num_users)
-    rows = rows.real()
   with scope():
-    model = build_model(config, data, rows, hard_negatives)
+    model = build_model(config, data, rows)
   dataset = training_dataset(config, rows)
   with scope():
     progress = _resumed(model, dataset, saved_epochs)
