@@ -2,6 +2,8 @@
 
     python benchmarks/training.py          # 100K, 1M, 10M; 1 and 2 replicas
     python benchmarks/training.py --sizes 100000 --replicas 1
+    python benchmarks/training.py --model '{"tower": "graph"}' \
+        --output benchmarks/results/training_graph.json
 
 For each number of interactions and each replica count it starts a fresh
 process (the CPU is split into that many logical devices before TensorFlow
@@ -24,6 +26,9 @@ initialises, and peak memory is the process's own) that runs the stages of
 - tutorial: the TFRS tutorial's two-tower model (string IDs through
   StringLookup, 32-dim embeddings, in-batch softmax, batch 8192, Adagrad)
   trained on the same rows, as the throughput reference.
+
+`--model` sets `ModelConfig` fields of the two-stage model (e.g. the graph
+tower), recorded with the runs.
 
 Examples per second count training rows (GAN: users) processed per second
 of the stage's last epoch (GAN: of all its steps). Peak memory is the
@@ -118,7 +123,7 @@ def tutorial_two_tower(user_ids, item_ids, dim: int = 32):
 
 
 def worker(size: int, replicas: int, epochs: int, seed: int,
-           tutorial_batches: int, gan_steps: int) -> dict:
+           tutorial_batches: int, gan_steps: int, model: dict) -> dict:
   """Runs every stage once in this process; returns the measurements."""
   # pylint: disable=g-import-not-at-top
   import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
@@ -141,6 +146,9 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
                     else tf.distribute.get_strategy())
   config = config_lib.RunConfig(seed=seed)
   config.data.dataset, config.data.synthetic_interactions = "synthetic", size
+  for name, value in model.items():
+    setattr(config.model, name, value)
+  config.check()
   config.gan.steps = gan_steps or config.gan.steps
   stages = Stages()
 
@@ -213,7 +221,7 @@ def run_in_subprocess(size: int, replicas: int, args) -> dict:
                "--sizes", str(size), "--replicas", str(replicas),
                "--epochs", str(args.epochs), "--seed", str(args.seed),
                "--tutorial-batches", str(args.tutorial_batches),
-               "--gan-steps", str(args.gan_steps),
+               "--gan-steps", str(args.gan_steps), "--model", args.model,
                "--output", out.name]
     print(f"{size:,} interactions, {replicas} replica(s):", flush=True)
     process = subprocess.Popen(command)  # pylint: disable=consider-using-with
@@ -318,6 +326,9 @@ def main(argv=None) -> int:
   parser.add_argument("--gan-steps", type=int, default=0,
                       help="GAN steps (default: the package's, 1000)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--model", default="{}",
+                      help="JSON of ModelConfig fields of the two-stage "
+                      "model, e.g. '{\"tower\": \"graph\"}'")
   parser.add_argument("--output", default=os.path.join(
       HERE, "results", "training.json"))
   parser.add_argument("--append", action="store_true",
@@ -327,7 +338,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.worker:
     result = worker(args.sizes[0], args.replicas[0], args.epochs, args.seed,
-                    args.tutorial_batches, args.gan_steps)
+                    args.tutorial_batches, args.gan_steps,
+                    json.loads(args.model))
     with open(args.output, "w", encoding="utf-8") as handle:
       json.dump(result, handle)
     return 0
@@ -335,10 +347,14 @@ def main(argv=None) -> int:
   if args.append and os.path.exists(args.output):
     with open(args.output, encoding="utf-8") as handle:
       runs = {(r["size"], r["replicas"]): r for r in json.load(handle)["runs"]}
+    other = {json.dumps(r.get("model", {})) for r in runs.values()}
+    if other - {json.dumps(json.loads(args.model))}:
+      raise SystemExit(f"{args.output} holds runs with --model "
+                       f"{', '.join(sorted(other))}; pass another --output.")
   for size in args.sizes:
     for replicas in args.replicas:
       runs[size, replicas] = dict(run_in_subprocess(size, replicas, args),
-                                  size=size)
+                                  size=size, model=json.loads(args.model))
   runs = [runs[key] for key in sorted(runs)]
   print_table(runs)
   exponents = growth_exponents(runs)

@@ -96,10 +96,13 @@ def test_propagation_matches_numpy(combination):
   expected[[0, 3, 4, 7]] = 0.0  # nodes without edges
   np.testing.assert_allclose(layer.propagate().numpy(), expected, rtol=1e-5,
                              atol=1e-7)
-  # Users and items gather their own rows.
-  np.testing.assert_array_equal(
-      layer.item_rows(tf.constant([2]), layer.propagate()).numpy(),
-      layer.propagate().numpy()[[6]])
+  # Users and items gather their own rows of a training step's propagation.
+  np.testing.assert_allclose(
+      layer.item_rows(tf.constant([2]), layer.step_rows()).numpy(),
+      expected[[6]], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+      layer.user_rows(tf.constant([1]), layer.step_rows()).numpy(),
+      expected[[1]], rtol=1e-5, atol=1e-7)
 
 
 def test_edge_dropout_only_in_training():
@@ -196,29 +199,89 @@ def test_fit_leaves_the_cache_equal_to_the_propagation(graph_trained):
   assert np.abs(model.graph.cached.numpy()).sum() > 0
 
 
-def test_a_training_step_propagates_once_and_does_not_retrace(
-    graph_config, prepared):
-  _, ready = prepared
-  config = graph_config.copy()
-  config.model.graph_edge_dropout = 0.1
+def model_counting_propagations(config, ready):
+  """A model on 3,000 fit rows, its dataset, and the list to which every
+  propagation inside a traced function appends its `training`."""
   rows = Examples.of_rows(ready.data, ready.split.fit[:3000])
   model = training.build_model(config, ready.data, rows)
   traced = []
   propagate = model.graph.propagate
 
-  def counting(training=None):
+  def counting(training=None, seed=None):
     if tf.inside_function():
       traced.append(training)
-    return propagate(training)
+    return propagate(training, seed)
 
   model.graph.propagate = counting
-  dataset = training.make_dataset(rows, 512, seed=0)
+  return model, training.make_dataset(rows, 512, seed=0), traced
+
+
+def test_a_training_step_propagates_once_and_does_not_retrace(
+    graph_config, prepared):
+  _, ready = prepared
+  config = graph_config.copy()
+  config.model.graph_edge_dropout = 0.1
+  model, dataset, traced = model_counting_propagations(config, ready)
   model.fit(dataset.take(1), epochs=1, verbose=0)
   traces = model.train_function.experimental_get_tracing_count()
   # Each trace of the step propagates exactly once, in training mode.
   assert traced == [True] * traces
   model.fit(dataset, epochs=2, verbose=0)
   assert model.train_function.experimental_get_tracing_count() == traces
+
+
+def test_epoch_propagation_trains_own_rows_against_the_kept_layers():
+  layer = graph.GraphEmbedding(
+      graph.normalized_adjacency(USER, ITEM, WEIGHT, NUM_USERS, NUM_ITEMS),
+      num_users=NUM_USERS, dim=4, layers=1, propagation="epoch")
+  a, kept = hand_adjacency(), layer.table.numpy()
+  connected = a.any(1)[:, None]
+  layer.refresh()
+  np.testing.assert_allclose(layer.cached.numpy(),
+                             (kept + a @ kept) / 2 * connected, rtol=1e-5,
+                             atol=1e-7)
+  # The table moves; until the next refresh a step reads the new own rows
+  # and the layer propagated from the old table.
+  moved = kept + 1.0
+  layer.table.assign(moved)
+  nodes = tf.constant([1, 5, 3])
+  with tf.GradientTape() as tape:
+    rows = layer.step_rows(training=True)(nodes)
+    loss = tf.reduce_sum(rows)
+  expected = ((moved + a @ kept) / 2 * connected)[[1, 5, 3]]
+  np.testing.assert_allclose(rows.numpy(), expected, rtol=1e-5, atol=1e-7)
+  # Only the step's nodes get a gradient (their own rows), not their
+  # neighbours; node 3 has no edge, so none either.
+  gradient = tape.gradient(loss, layer.table)
+  dense = tf.convert_to_tensor(gradient).numpy()
+  assert isinstance(gradient, tf.IndexedSlices)
+  np.testing.assert_allclose(dense[[1, 5]], 0.5, rtol=1e-6)
+  assert not np.delete(dense, [1, 5], axis=0).any()
+
+
+def test_epoch_propagation_steps_never_propagate(graph_config, prepared):
+  _, ready = prepared
+  config = graph_config.copy()
+  config.model.graph_propagation = "epoch"
+  model, dataset, traced = model_counting_propagations(config, ready)
+  model.fit(dataset.take(2), epochs=2, verbose=0)
+  assert traced == []
+  before = model.graph.layer_cache.numpy()
+  model.fit(dataset.take(2), epochs=1, verbose=0)
+  # Refreshed before the epoch and after fit: the cache is the
+  # propagation of the trained weights, the kept layers moved with them.
+  np.testing.assert_allclose(model.graph.cached.numpy(),
+                             model.graph.propagate(training=False).numpy(),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(model.graph.layer_cache.numpy(), before)
+
+
+def test_epoch_propagation_refuses_edge_dropout(graph_config):
+  config = graph_config.copy()
+  config.model.graph_propagation = "epoch"
+  config.model.graph_edge_dropout = 0.1
+  with pytest.raises(InputError, match="--graph-propagation step"):
+    config.check()
 
 
 def test_export_bakes_the_propagation_in(graph_trained, tmp_path):

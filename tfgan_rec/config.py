@@ -30,6 +30,7 @@ INDEXES = ("exact", "compact")
 TOWERS = ("id", "graph", "id+graph")
 GRAPH_COMBINATIONS = ("mean", "learned")
 GRAPH_NORMALIZATIONS = ("symmetric", "row")
+GRAPH_PROPAGATIONS = ("step", "epoch")
 # Who retrieves for users without history (tfgan_rec.new_users).
 NEW_USER_SCORERS = ("features", "tower")
 # Whether next-item transitions are blended into retrieval
@@ -159,6 +160,12 @@ class ModelConfig:
       "symmetric", "how the graph tower normalises the adjacency: symmetric "
       "(D^-1/2 A D^-1/2, LightGCN's) or row (D^-1 A, each node the "
       "weighted mean of its neighbours)", choices=GRAPH_NORMALIZATIONS)
+  graph_propagation: str = setting(
+      "step", "how often training propagates the graph tower: every step "
+      "(LightGCN; a step's cost grows with the edges) or once per epoch (a "
+      "step trains each node's own row against the epoch's propagated "
+      "layers; its cost does not grow with the graph; no edge dropout)",
+      choices=GRAPH_PROPAGATIONS)
 
   @property
   def uses_id(self) -> bool:
@@ -393,6 +400,8 @@ class RunConfig:
          GRAPH_COMBINATIONS),
         ("model.graph_normalization", self.model.graph_normalization,
          GRAPH_NORMALIZATIONS),
+        ("model.graph_propagation", self.model.graph_propagation,
+         GRAPH_PROPAGATIONS),
         ("augmentation.source", self.augmentation.source,
          AUGMENTATION_SOURCES),
         ("gan.loss", self.gan.loss, ("modified", "wasserstein")),
@@ -400,6 +409,10 @@ class RunConfig:
       if value not in known:
         raise InputError(f"setting {name}='{value}' is unknown; use "
                          f"{', '.join(known)}.")
+    if (self.model.graph_propagation == "epoch" and
+        self.model.graph_edge_dropout > 0):
+      raise InputError("--graph-edge-dropout needs --graph-propagation step "
+                       "(edges are dropped at every step's propagation).")
     if self.augmentation.source == "auto" and not (
         self.data.validation_fraction > 0):
       raise InputError("--augment auto decides on the validation split; set "

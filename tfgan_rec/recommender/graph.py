@@ -17,9 +17,19 @@ A node with no edges (a user or item absent from the training rows, the
 unknown user 0, the padding item 0) gets a zero graph embedding, so the
 towers describe it through its features and pooled history alone, exactly
 as they describe a new user today (not its own untrained row).
+
+How often training propagates (`PROPAGATIONS`): "step" propagates the whole
+graph at every training step, as LightGCN does, so a step costs time in
+proportion to the edges and an epoch to edges x steps (quadratic in the
+interactions). "epoch" propagates once per epoch and keeps the K layers;
+within the epoch a step gathers only its nodes' rows, trains their own row
+(layer 0) and the layer weights, and reads their propagated layers from the
+epoch's (no gradient reaches the neighbours through them), so a step costs
+the same whatever the graph's size (the historical-embedding approximation,
+as in GNNAutoScale, Fey et al. 2021).
 """
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +37,11 @@ from scipy import sparse
 
 COMBINATIONS = ("mean", "learned")
 NORMALIZATIONS = ("symmetric", "row")
+PROPAGATIONS = ("step", "epoch")
+
+# Node ids [n] -> their graph embeddings [n, dim], as a training step sees
+# them (`GraphEmbedding.step_rows`).
+GraphRows = Callable[[tf.Tensor], tf.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,12 +113,15 @@ class GraphEmbedding(tf.keras.layers.Layer):
 
   `propagate` runs over the whole graph: `layers` steps of
   `tf.sparse.sparse_dense_matmul`, combined with the node's own row, and
-  returns every node's graph embedding [num_nodes, dim]. The training step
-  propagates ONCE and both towers gather their rows from the result. Outside
-  training the towers read `cached`, the propagation of the current
-  weights that `refresh` stores (TwoStageModel.fit refreshes it after
-  training): evaluation, serving signatures and exports then gather rows
-  from a table, so TF Serving runs no graph op.
+  returns every node's graph embedding [num_nodes, dim]. A training step
+  takes `step_rows` once and both towers gather their rows from it: with
+  `propagation` "step" from one propagation of the step's weights, with
+  "epoch" from the node's own row and the layers `refresh` kept (see the
+  module docstring). Outside training the towers read `cached`, the
+  propagation of the current weights that `refresh` stores (TwoStageModel
+  refreshes it before every epoch and after training): evaluation, serving
+  signatures and exports then gather rows from a table, so TF Serving runs
+  no graph op.
 
   Args:
     adjacency: the normalised adjacency of the training rows.
@@ -114,7 +132,9 @@ class GraphEmbedding(tf.keras.layers.Layer):
     combination: "mean" of the K + 1 layer outputs, or "learned" softmax
       weights over them (initialised to the mean).
     edge_dropout: in training, the fraction of adjacency entries dropped
-      at each step (the rest rescaled by 1 / keep, as LightGCN's code).
+      at each step (the rest rescaled by 1 / keep, as LightGCN's code);
+      "step" propagation only.
+    propagation: "step" or "epoch" (`PROPAGATIONS`).
 
   >>> adjacency = normalized_adjacency(np.array([1, 2]), np.array([1, 1]),
   ...                                  np.ones(2), num_users=2, num_items=1)
@@ -124,10 +144,16 @@ class GraphEmbedding(tf.keras.layers.Layer):
 
   def __init__(self, adjacency: Adjacency, num_users: int, dim: int,
                layers: int = 2, combination: str = "mean",
-               edge_dropout: float = 0.0, **kwargs):
+               edge_dropout: float = 0.0, propagation: str = "step",
+               **kwargs):
     super().__init__(**kwargs)
     if combination not in COMBINATIONS:
       raise ValueError(f"combination must be one of {COMBINATIONS}.")
+    if propagation not in PROPAGATIONS:
+      raise ValueError(f"propagation must be one of {PROPAGATIONS}.")
+    if propagation == "epoch" and edge_dropout:
+      raise ValueError("edge dropout needs propagation at every step.")
+    self.propagation = propagation
     self.num_users, self.num_layers = num_users, layers
     self.combination, self.edge_dropout = combination, edge_dropout
     self.num_nodes = adjacency.num_nodes
@@ -146,6 +172,11 @@ class GraphEmbedding(tf.keras.layers.Layer):
         trainable=combination == "learned")
     self.cached = self.add_weight("cached", [self.num_nodes, dim],
                                   initializer="zeros", trainable=False)
+    # The K propagated layers of the last refresh ("epoch" propagation).
+    self.layer_cache = (
+        self.add_weight("layer_cache", [layers, self.num_nodes, dim],
+                        initializer="zeros", trainable=False)
+        if propagation == "epoch" and layers else None)
 
   def layer_weights(self) -> tf.Tensor:
     """The K + 1 weights of the layer combination (summing to 1)."""
@@ -167,26 +198,60 @@ class GraphEmbedding(tf.keras.layers.Layer):
     combination of its own row and its K propagated rows; 0 for nodes with
     no edge. `training` applies the edge dropout, drawn from the stateless
     `seed` [2] if given."""
-    adjacency = self._adjacency(training, seed)
+    layers = self._layers(training, seed)
     weights = self.layer_weights()
-    layer = tf.convert_to_tensor(self.table)
-    combined = weights[0] * layer
-    for step in range(1, self.num_layers + 1):
-      layer = tf.sparse.sparse_dense_matmul(adjacency, layer)
+    combined = weights[0] * self.table
+    for step, layer in enumerate(layers, start=1):
       combined += weights[step] * layer
     return combined * self.connected
 
+  def _layers(self, training=None, seed=None) -> list:
+    """The K propagated layers [num_nodes, dim] of the current table."""
+    adjacency = self._adjacency(training, seed)
+    layer, layers = tf.convert_to_tensor(self.table), []
+    for _ in range(self.num_layers):
+      layer = tf.sparse.sparse_dense_matmul(adjacency, layer)
+      layers.append(layer)
+    return layers
+
+  def step_rows(self, training=None, seed=None) -> GraphRows:
+    """What one training step gathers its nodes' graph embeddings from
+    (`seed` as in `propagate`): one propagation of the whole graph
+    ("step"), or the nodes' own rows and the layers of the last `refresh`
+    ("epoch")."""
+    if self.propagation == "step":
+      table = self.propagate(training, seed)
+      return lambda nodes: tf.gather(table, nodes)
+    return self._epoch_rows
+
+  def _epoch_rows(self, nodes: tf.Tensor) -> tf.Tensor:
+    """`nodes`' graph embeddings from their own trainable rows and the
+    layers kept by the last `refresh`."""
+    weights = self.layer_weights()
+    combined = weights[0] * tf.gather(self.table, nodes)
+    for step in range(1, self.num_layers + 1):
+      combined += weights[step] * tf.gather(self.layer_cache[step - 1], nodes)
+    return combined * tf.gather(self.connected, nodes)
+
   def refresh(self) -> None:
-    """Stores the propagation of the current weights in `cached`."""
-    self.cached.assign(self.propagate(training=False))
+    """Stores the propagation of the current weights in `cached` (and,
+    with "epoch" propagation, its layers in `layer_cache`)."""
+    if self.layer_cache is None:
+      self.cached.assign(self.propagate(training=False))
+      return
+    self.layer_cache.assign(tf.stack(self._layers(training=False)))
+    nodes = tf.range(self.num_nodes)
+    self.cached.assign(self._epoch_rows(nodes))
 
   def user_rows(self, user: tf.Tensor,
-                table: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """The users' graph embeddings from `table` (default: `cached`)."""
-    return tf.gather(self.cached if table is None else table, user)
+                rows: Optional[GraphRows] = None) -> tf.Tensor:
+    """The users' graph embeddings from this step's `rows` (default:
+    `cached`)."""
+    return tf.gather(self.cached, user) if rows is None else rows(user)
 
   def item_rows(self, item: tf.Tensor,
-                table: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """The items' graph embeddings from `table` (default: `cached`)."""
-    return tf.gather(self.cached if table is None else table,
-                     item + self.num_users + 1)
+                rows: Optional[GraphRows] = None) -> tf.Tensor:
+    """The items' graph embeddings from this step's `rows` (default:
+    `cached`)."""
+    nodes = item + self.num_users + 1
+    return tf.gather(self.cached, nodes) if rows is None else rows(nodes)

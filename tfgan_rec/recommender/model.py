@@ -89,7 +89,18 @@ def _graph_embedding(config: ModelConfig, data: EncodedData,
   return graph_lib.GraphEmbedding(
       adjacency, data.num_users, config.embedding_dim, config.graph_layers,
       config.graph_combination, config.graph_edge_dropout,
-      name="graph_embedding")
+      config.graph_propagation, name="graph_embedding")
+
+
+class _RefreshGraph(tf.keras.callbacks.Callback):
+  """Propagates the graph before every epoch ("epoch" propagation)."""
+
+  def __init__(self, graph: graph_lib.GraphEmbedding):
+    super().__init__()
+    self.graph = graph
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.graph.refresh()
 
 
 class TwoStageModel(tfrs.Model):
@@ -188,18 +199,19 @@ class TwoStageModel(tfrs.Model):
         metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
 
   def user_embeddings(self, user: tf.Tensor, history=None,
-                      graph_table=None) -> tf.Tensor:
+                      graph_rows=None) -> tf.Tensor:
     """Query embeddings; `history` defaults to the user's stored history,
     and then users with short histories get the `thin_user_query` blend,
     if one is attached (training passes `history` and never does).
-    `graph_table` is this step's propagation (default: the cache)."""
+    `graph_rows` is this step's `GraphEmbedding.step_rows` (default: the
+    cache)."""
     stored = history is None
     features = self.user_feature_rows(user)
     if stored:
       history = tf.gather(self.history_items, user)
       user = served_user_id(user, history)
     query = self.query_tower(user, features, history, preprocessed=True,
-                             graph_table=graph_table)
+                             graph_rows=graph_rows)
     if stored and self.thin_user_query is not None:
       query = self.thin_user_query(history, features, query)
     return query
@@ -265,17 +277,18 @@ class TwoStageModel(tfrs.Model):
     self.thin_user_query = layer
 
   def item_embeddings(self, item: tf.Tensor, training=None,
-                      graph_table=None, id_noise=None) -> tf.Tensor:
-    """Candidate embeddings; `graph_table` as in `user_embeddings`,
+                      graph_rows=None, id_noise=None) -> tf.Tensor:
+    """Candidate embeddings; `graph_rows` as in `user_embeddings`,
     `id_noise` as in `CandidateTower.call`."""
     features = {k: tf.gather(v, item) for k, v in self.item_features.items()}
     return self.candidate_tower(item, features, training=training,
-                                preprocessed=True, graph_table=graph_table,
+                                preprocessed=True, graph_rows=graph_rows,
                                 id_noise=id_noise)
 
   def fit(self, x=None, *args, **kwargs):
     """Keras' `fit`; then the graph embedding's cache is refreshed, so what
-    evaluates, serves or exports the model sees the weights fit trained.
+    evaluates, serves or exports the model sees the weights fit trained
+    (with "epoch" graph propagation, also before every epoch).
 
     For a model built in a strategy's scope, a `tf.data.Dataset` `x` holds
     global batches, as on one device, and every replica receives each
@@ -283,6 +296,9 @@ class TwoStageModel(tfrs.Model):
     if self.replicated and isinstance(x, tf.data.Dataset):
       x, kwargs = replicas_lib.global_batches(self.distribute_strategy, x,
                                               kwargs)
+    if self.graph is not None and self.graph.propagation == "epoch":
+      kwargs["callbacks"] = [*(kwargs.get("callbacks") or []),
+                             _RefreshGraph(self.graph)]
     history = super().fit(x, *args, **kwargs)
     if self.graph is not None:
       self.graph.refresh()
@@ -353,15 +369,15 @@ class TwoStageModel(tfrs.Model):
     history = self._training_history(user, item, training,
                                      history=inputs.get("history"))
     user, history = self._as_new_users(user, history, training)
-    # The one propagation of this step, shared by both towers.
-    table = (self.graph.propagate(training) if self.graph is not None
-             else None)
-    query = self.user_embeddings(user, history, table)
-    candidate = self.item_embeddings(item, training, table)
+    # This step's graph rows (at most one propagation), for both towers.
+    graph_rows = (self.graph.step_rows(training) if self.graph is not None
+                  else None)
+    query = self.user_embeddings(user, history, graph_rows)
+    candidate = self.item_embeddings(item, training, graph_rows)
     negatives = self._negatives()
     candidate_ids = tf.concat([item, negatives], 0)
     candidates = tf.concat(
-        [candidate, self.item_embeddings(negatives, training, table)], 0)
+        [candidate, self.item_embeddings(negatives, training, graph_rows)], 0)
     batch_size = tf.cast(tf.shape(item)[0], tf.float32)
     num_negatives = tf.cast(tf.shape(negatives)[0], tf.float32)
     probability = self._sampling_probability(candidate_ids, batch_size,
@@ -398,13 +414,15 @@ class TwoStageModel(tfrs.Model):
         None if given is None else tf.gather(given, rows))
     user, history = self._as_new_users(user, history, training, tf.gather(
         draw.uniform([size], replicas_lib.NEW_USERS), rows))
-    table = (self.graph.propagate(training, draw.seed_of(replicas_lib.EDGES))
-             if self.graph is not None else None)
-    query = self.user_embeddings(user, history, table)
+    graph_rows = (
+        self.graph.step_rows(training, draw.seed_of(replicas_lib.EDGES))
+        if self.graph is not None else None)
+    query = self.user_embeddings(user, history, graph_rows)
     negatives = self._negatives(draw.seed_of(replicas_lib.NEGATIVES))
     candidate_ids = tf.concat([inputs["item"], negatives], 0)
     candidates = replicas_lib.embed_once(
-        lambda ids, noise: self.item_embeddings(ids, training, table, noise),
+        lambda ids, noise: self.item_embeddings(ids, training, graph_rows,
+                                                noise),
         candidate_ids,
         draw.uniform(tf.shape(candidate_ids), replicas_lib.ITEM_IDS))
     batch_size = tf.cast(size, tf.float32)

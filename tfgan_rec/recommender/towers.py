@@ -6,8 +6,8 @@ already ran the encoder's `FeaturePreprocessing` pass `preprocessed=True`.
 
 A user or item is represented by an id embedding (tower "id"), by its
 LightGCN graph embedding (`graph.GraphEmbedding`, shared by both towers;
-tower "graph") or both ("id+graph"). The graph rows come from `graph_table`
-when the caller propagated this step (training), else from the layer's
+tower "graph") or both ("id+graph"). The graph rows come from `graph_rows`
+(a training step's `GraphEmbedding.step_rows`), else from the layer's
 cache.
 """
 from typing import Dict, Optional, Sequence
@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfgan_rec.layers import FeatureEncoder, FeaturePreprocessing
 from tfgan_rec.layers import PooledEmbedding, mlp
-from tfgan_rec.recommender.graph import GraphEmbedding
+from tfgan_rec.recommender.graph import GraphEmbedding, GraphRows
 
 
 class CandidateTower(tf.keras.layers.Layer):
@@ -42,13 +42,13 @@ class CandidateTower(tf.keras.layers.Layer):
 
   def call(self, item: tf.Tensor, item_features: Dict[str, tf.Tensor],
            training=None, preprocessed: bool = False,
-           graph_table: Optional[tf.Tensor] = None,
+           graph_rows: Optional[GraphRows] = None,
            id_noise: Optional[tf.Tensor] = None) -> tf.Tensor:
     """`id_noise`: the uniform draws [batch] of the id dropout in training
     (default: drawn here)."""
     parts = [] if self.id_embedding is None else [self.id_embedding(item)]
     if self.graph is not None:
-      parts.append(self.graph.item_rows(item, graph_table))
+      parts.append(self.graph.item_rows(item, graph_rows))
     if training and self.id_dropout:
       if id_noise is None:
         id_noise = tf.random.uniform(tf.shape(item))
@@ -86,10 +86,10 @@ class QueryTower(tf.keras.layers.Layer):
 
   def call(self, user: tf.Tensor, user_features: Dict[str, tf.Tensor],
            history: tf.Tensor, preprocessed: bool = False,
-           graph_table: Optional[tf.Tensor] = None) -> tf.Tensor:
+           graph_rows: Optional[GraphRows] = None) -> tf.Tensor:
     parts = [] if self.id_embedding is None else [self.id_embedding(user)]
     if self.graph is not None:
-      parts.append(self.graph.user_rows(user, graph_table))
+      parts.append(self.graph.user_rows(user, graph_rows))
     if self.history_embedding is not None:
       parts.append(self.history_embedding(history))
     if self.features.has_features:
