@@ -49,6 +49,11 @@ import time
 
 import numpy as np
 
+# Settings only: importing them loads no TensorFlow (the worker splits the
+# CPU into logical devices before it does).
+from tfgan_rec import config as config_lib
+from tfgan_rec.errors import InputError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TUTORIAL_BATCH = 8192
 STAGES = ("synthetic", "data", "gan", "augmentation", "tfrs", "export",
@@ -122,34 +127,69 @@ def tutorial_two_tower(user_ids, item_ids, dim: int = 32):
   return model
 
 
-def worker(size: int, replicas: int, epochs: int, seed: int,
-           tutorial_batches: int, gan_steps: int, model: dict) -> dict:
-  """Runs every stage once in this process; returns the measurements."""
-  # pylint: disable=g-import-not-at-top
-  import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
-  import tensorflow as tf
-  from tfgan_rec import augmentation, config as config_lib, data as data_lib
-  from tfgan_rec import pipeline
-  from tfgan_rec.gan import loop as gan_loop
-  from tfgan_rec.recommender import training
+def run_config(size: int, seed: int, gan_steps: int,
+               model_settings: dict):
+  """The run's settings: seeded synthetic data of `size` interactions,
+  `gan_steps` GAN steps (0: the package's) and `model_settings`
+  (ModelConfig fields), checked."""
+  config = config_lib.RunConfig(seed=seed)
+  config.data.dataset, config.data.synthetic_interactions = "synthetic", size
+  config.gan.steps = gan_steps or config.gan.steps
+  config_lib.update(config.model, model_settings, "--model", section="model")
+  return config.check()
 
-  gan_loop.use_logical_cpus(replicas)
-  strategy = gan_loop.make_strategy()
-  # The two-stage model trains as `python -m tfgan_rec.train` trains it:
-  # under the GAN's strategy with 2+ replicas, without one on one device.
-  recommender_strategy = pipeline.recommender_strategy()
-  # For the tutorial model's Keras fit: its embedding gradients are
-  # IndexedSlices of a different length on each replica, which the default
-  # collective all-reduce rejects.
+
+def train_two_stage(config, data, rows, epochs: int):
+  """The two-stage model trained on `rows` as `python -m tfgan_rec.train`
+  trains it (under the GAN's strategy with 2+ replicas, without one on one
+  device), and its seconds per epoch (in the worker)."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tfgan_rec import pipeline
+  from tfgan_rec.recommender import training
+  strategy = pipeline.recommender_strategy()
+  tf.keras.utils.set_random_seed(config.seed)
+  with strategy.scope() if strategy else contextlib.nullcontext():
+    model = training.build_model(config, data, rows)
+  dataset = training.training_dataset(config, rows)
+  return model, _timed_epochs(model, dataset, epochs)
+
+
+def train_tutorial(split_data, replicas: int, seed: int, batches: int,
+                   epochs: int) -> list:
+  """Seconds per epoch of the tutorial model on the training rows, at most
+  `batches` batches an epoch, over `replicas` devices (in the worker)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Its embedding gradients are IndexedSlices of a different length on
+  # each replica, which the default collective all-reduce rejects.
   keras_strategy = (tf.distribute.MirroredStrategy(
       cross_device_ops=tf.distribute.ReductionToOneDevice()) if replicas > 1
                     else tf.distribute.get_strategy())
-  config = config_lib.RunConfig(seed=seed)
-  config.data.dataset, config.data.synthetic_interactions = "synthetic", size
-  for name, value in model.items():
-    setattr(config.model, name, value)
-  config.check()
-  config.gan.steps = gan_steps or config.gan.steps
+  data, train = split_data.data, split_data.split.train
+  users = data.user_ids[data.user[train] - 1].astype(str)
+  items = data.item_ids[data.item[train] - 1].astype(str)
+  tf.keras.utils.set_random_seed(seed)
+  with keras_strategy.scope():
+    model = tutorial_two_tower(np.unique(users), np.unique(items))
+  dataset = tf.data.Dataset.from_tensor_slices(
+      {"user_id": users, "item_id": items}).shuffle(
+          100_000, seed=seed).batch(TUTORIAL_BATCH).take(batches).cache()
+  return _timed_epochs(model, dataset, epochs)
+
+
+def worker(size: int, replicas: int, epochs: int, seed: int,
+           tutorial_batches: int, gan_steps: int,
+           model_settings: dict) -> dict:
+  """Runs every stage once in this process; returns the measurements."""
+  # pylint: disable=g-import-not-at-top
+  import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
+  from tfgan_rec import augmentation, data as data_lib
+  from tfgan_rec import pipeline
+  from tfgan_rec.gan import loop as gan_loop
+
+  gan_loop.use_logical_cpus(replicas)
+  strategy = gan_loop.make_strategy()
+  config = run_config(size, seed, gan_steps, model_settings)
   stages = Stages()
 
   interactions = stages.run("synthetic", lambda: data_lib.load_interactions(
@@ -171,35 +211,18 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
       lambda g, s: len(np.unique(g.user)) / s)
   rows = train_rows + generated
 
-  def train_tfrs():
-    tf.keras.utils.set_random_seed(seed)
-    with (recommender_strategy.scope() if recommender_strategy
-          else contextlib.nullcontext()):
-      model = training.build_model(config, data, rows)
-    dataset = training.training_dataset(config, rows)
-    return model, _timed_epochs(model, dataset, epochs)
-
   model, tfrs_epochs = stages.run(
-      "tfrs", train_tfrs, lambda r, _: len(rows.user) / r[1][-1])
+      "tfrs", lambda: train_two_stage(config, data, rows, epochs),
+      lambda r, _: len(rows.user) / r[1][-1])
   with tempfile.TemporaryDirectory() as directory:
     config.export.export_dir = directory
     stages.run("export", lambda: pipeline.export(model, split_data, config))
 
-  def train_tutorial():
-    users = data.user_ids[data.user[split.train] - 1].astype(str)
-    items = data.item_ids[data.item[split.train] - 1].astype(str)
-    tf.keras.utils.set_random_seed(seed)
-    with keras_strategy.scope():
-      model = tutorial_two_tower(np.unique(users), np.unique(items))
-    dataset = tf.data.Dataset.from_tensor_slices(
-        {"user_id": users, "item_id": items}).shuffle(
-            100_000, seed=seed).batch(TUTORIAL_BATCH).take(
-                tutorial_batches).cache()
-    return _timed_epochs(model, dataset, epochs)
-
   tutorial_rows = min(len(split.train), tutorial_batches * TUTORIAL_BATCH)
-  tutorial_epochs = stages.run("tutorial", train_tutorial,
-                               lambda r, _: tutorial_rows / r[-1])
+  tutorial_epochs = stages.run(
+      "tutorial", lambda: train_tutorial(split_data, replicas, seed,
+                                         tutorial_batches, epochs),
+      lambda r, _: tutorial_rows / r[-1])
   return {"interactions": len(data), "users": data.num_users,
           "items": data.num_items, "train_rows": len(split.train),
           "generated_rows": len(generated.user), "replicas": replicas,
@@ -310,6 +333,21 @@ def plot(runs: list, path: str) -> None:
   print(f"wrote {path}")
 
 
+def stored_runs(args) -> dict:
+  """{(size, replicas): run} of `args.output`, if it exists; refused if they
+  were run with other --model settings."""
+  if not os.path.exists(args.output):
+    return {}
+  with open(args.output, encoding="utf-8") as handle:
+    runs = {(r["size"], r["replicas"]): r for r in json.load(handle)["runs"]}
+  other = {json.dumps(r.get("model", {}), sort_keys=True)
+           for r in runs.values()}
+  if other - {json.dumps(json.loads(args.model), sort_keys=True)}:
+    raise SystemExit(f"{args.output} holds runs with --model "
+                     f"{', '.join(sorted(other))}; pass another --output.")
+  return runs
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--sizes", type=int, nargs="+",
@@ -336,6 +374,11 @@ def main(argv=None) -> int:
                            "same size and replicas is replaced)")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  try:  # bad --model settings fail in one line, before any run starts
+    run_config(args.sizes[0], args.seed, args.gan_steps,
+               json.loads(args.model))
+  except InputError as error:
+    parser.error(str(error))
   if args.worker:
     result = worker(args.sizes[0], args.replicas[0], args.epochs, args.seed,
                     args.tutorial_batches, args.gan_steps,
@@ -343,14 +386,7 @@ def main(argv=None) -> int:
     with open(args.output, "w", encoding="utf-8") as handle:
       json.dump(result, handle)
     return 0
-  runs = {}
-  if args.append and os.path.exists(args.output):
-    with open(args.output, encoding="utf-8") as handle:
-      runs = {(r["size"], r["replicas"]): r for r in json.load(handle)["runs"]}
-    other = {json.dumps(r.get("model", {})) for r in runs.values()}
-    if other - {json.dumps(json.loads(args.model))}:
-      raise SystemExit(f"{args.output} holds runs with --model "
-                       f"{', '.join(sorted(other))}; pass another --output.")
+  runs = stored_runs(args) if args.append else {}
   for size in args.sizes:
     for replicas in args.replicas:
       runs[size, replicas] = dict(run_in_subprocess(size, replicas, args),

@@ -201,18 +201,19 @@ def test_fit_leaves_the_cache_equal_to_the_propagation(graph_trained):
 
 def model_counting_propagations(config, ready):
   """A model on 3,000 fit rows, its dataset, and the list to which every
-  propagation inside a traced function appends its `training`."""
+  propagation (the sparse matmuls) inside a traced function appends its
+  `training`."""
   rows = Examples.of_rows(ready.data, ready.split.fit[:3000])
   model = training.build_model(config, ready.data, rows)
   traced = []
-  propagate = model.graph.propagate
+  layers = model.graph._layers  # pylint: disable=protected-access
 
   def counting(training=None, seed=None):
     if tf.inside_function():
       traced.append(training)
-    return propagate(training, seed)
+    return layers(training, seed)
 
-  model.graph.propagate = counting
+  model.graph._layers = counting  # pylint: disable=protected-access
   return model, training.make_dataset(rows, 512, seed=0), traced
 
 
@@ -259,21 +260,41 @@ def test_epoch_propagation_trains_own_rows_against_the_kept_layers():
   assert not np.delete(dense, [1, 5], axis=0).any()
 
 
+class _CheckKeptLayers(tf.keras.callbacks.Callback):
+  """At each epoch's first step, whether the kept layers are the
+  propagation of the table as it is then."""
+
+  def __init__(self, graph_layer):
+    super().__init__()
+    self.graph, self.fresh = graph_layer, []
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if batch == 0:
+      propagated = self.graph._layers(training=False)  # pylint: disable=protected-access
+      self.fresh.append(np.allclose(self.graph.kept_layers.numpy(),
+                                    tf.stack(propagated, axis=1).numpy(),
+                                    rtol=1e-5, atol=1e-6))
+
+
 def test_epoch_propagation_steps_never_propagate(graph_config, prepared):
   _, ready = prepared
   config = graph_config.copy()
   config.model.graph_propagation = "epoch"
   model, dataset, traced = model_counting_propagations(config, ready)
-  model.fit(dataset.take(2), epochs=2, verbose=0)
+  check = _CheckKeptLayers(model.graph)
+  model.fit(dataset.take(2), epochs=3, verbose=0, callbacks=[check])
   assert traced == []
-  before = model.graph.layer_cache.numpy()
-  model.fit(dataset.take(2), epochs=1, verbose=0)
-  # Refreshed before the epoch and after fit: the cache is the
-  # propagation of the trained weights, the kept layers moved with them.
+  # Every epoch, the first included, trains against the layers of the
+  # table it starts from; after fit the cache is the propagation of the
+  # trained weights.
+  assert check.fresh == [True] * 3
   np.testing.assert_allclose(model.graph.cached.numpy(),
                              model.graph.propagate(training=False).numpy(),
                              rtol=1e-5, atol=1e-6)
-  assert not np.allclose(model.graph.layer_cache.numpy(), before)
+  # The kept layers stay out of the weights (and so of checkpoints and
+  # exports): they are recomputed before any step reads them.
+  kept = model.graph.kept_layers.ref()
+  assert all(w.ref() != kept for w in model.weights)
 
 
 def test_epoch_propagation_refuses_edge_dropout(graph_config):

@@ -62,6 +62,15 @@ def test_graph_space_sets_the_graph_tower():
   base.model.tower = "id+graph"
   assert tuning.configure_trial(base, space,
                                 ["graph"]).model.tower == "id+graph"
+  # A base that propagates once per epoch is searched without edge
+  # dropout, which needs a propagation per step.
+  base = config_lib.RunConfig()
+  base.model.graph_propagation = "epoch"
+  declared = kt.HyperParameters()
+  tuning.configure_trial(base, declared, ["graph"])
+  assert "graph_edge_dropout" not in declared.values
+  assert tuning.configure_trial(base, space,
+                                ["graph"]).model.graph_edge_dropout == 0.0
 
 
 @pytest.mark.parametrize("flag", ["--search-seed", "--initial-trials",

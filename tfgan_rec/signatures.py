@@ -386,7 +386,8 @@ class RecommendModule(_Catalogue):
     # This needs every item's score, so groups read the float32 index in
     # full with either index (the compact one shares that variable).
     # Each member's scores as their own retrieval's, the next-item blend
-    # included, so a one-member group gets that member's list.
+    # included, so a one-member group gets that member's list (except a
+    # known member without history, whom the new-user scorer would serve).
     scores = self.model.blended_scores(
         self.scores(queries, flat > 0),
         tf.gather(self.model.history_items, flat))

@@ -79,8 +79,11 @@ def define_graph(hp, config: config_lib.RunConfig) -> None:
                                       list(config_lib.GRAPH_COMBINATIONS))
   model.graph_normalization = hp.Choice(
       "graph_normalization", list(config_lib.GRAPH_NORMALIZATIONS))
-  model.graph_edge_dropout = hp.Float("graph_edge_dropout", 0.0, 0.5,
-                                      step=0.1)
+  # Edge dropout needs a propagation per step, so a base run that
+  # propagates once per epoch searches without it.
+  if model.graph_propagation == "step":
+    model.graph_edge_dropout = hp.Float("graph_edge_dropout", 0.0, 0.5,
+                                        step=0.1)
   # The same name and values as the recommender space's, so the two
   # spaces searched together share one embedding_dim.
   model.embedding_dim = hp.Choice("embedding_dim", [32, 64, 128])
@@ -99,7 +102,7 @@ def configure_trial(base: config_lib.RunConfig, hp,
     DEFINE[space](hp, config)
   if "tuner/epochs" in hp.values:  # Hyperband's budget is epochs.
     config.train.epochs = int(hp.values["tuner/epochs"])
-  return config
+  return config.check()
 
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,

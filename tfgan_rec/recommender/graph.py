@@ -108,6 +108,13 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray,
       connected=degree > 0)
 
 
+class _Untracked:
+  """Holds a variable where Keras' tracking does not look."""
+
+  def __init__(self, variable: tf.Variable):
+    self.variable = variable
+
+
 class GraphEmbedding(tf.keras.layers.Layer):
   """LightGCN propagation over one trainable table of user and item rows.
 
@@ -119,9 +126,9 @@ class GraphEmbedding(tf.keras.layers.Layer):
   "epoch" from the node's own row and the layers `refresh` kept (see the
   module docstring). Outside training the towers read `cached`, the
   propagation of the current weights that `refresh` stores (TwoStageModel
-  refreshes it before every epoch and after training): evaluation, serving
-  signatures and exports then gather rows from a table, so TF Serving runs
-  no graph op.
+  refreshes it after training, and with "epoch" propagation also before
+  every epoch): evaluation, serving signatures and exports then gather rows
+  from a table, so TF Serving runs no graph op.
 
   Args:
     adjacency: the normalised adjacency of the training rows.
@@ -172,11 +179,19 @@ class GraphEmbedding(tf.keras.layers.Layer):
         trainable=combination == "learned")
     self.cached = self.add_weight("cached", [self.num_nodes, dim],
                                   initializer="zeros", trainable=False)
-    # The K propagated layers of the last refresh ("epoch" propagation).
-    self.layer_cache = (
-        self.add_weight("layer_cache", [layers, self.num_nodes, dim],
-                        initializer="zeros", trainable=False)
-        if propagation == "epoch" and layers else None)
+    # The K propagated layers of the last refresh ("epoch" propagation),
+    # node-major so a step gathers its rows at once. Held out of Keras'
+    # tracking: K copies of the table need not be in checkpoints, weights or
+    # exports, since every epoch recomputes them before a step reads them.
+    self._kept = (_Untracked(tf.Variable(
+        tf.zeros([self.num_nodes, layers, dim]), trainable=False,
+        name="kept_layers")) if propagation == "epoch" and layers else None)
+
+  @property
+  def kept_layers(self) -> Optional[tf.Variable]:
+    """[num_nodes, K, dim]: the layers of the last `refresh` ("epoch"
+    propagation with K > 0), else None."""
+    return None if self._kept is None else self._kept.variable
 
   def layer_weights(self) -> tf.Tensor:
     """The K + 1 weights of the layer combination (summing to 1)."""
@@ -218,30 +233,32 @@ class GraphEmbedding(tf.keras.layers.Layer):
     """What one training step gathers its nodes' graph embeddings from
     (`seed` as in `propagate`): one propagation of the whole graph
     ("step"), or the nodes' own rows and the layers of the last `refresh`
-    ("epoch")."""
+    ("epoch"; outside training, `cached`)."""
     if self.propagation == "step":
       table = self.propagate(training, seed)
       return lambda nodes: tf.gather(table, nodes)
-    return self._epoch_rows
+    if training:
+      return self._epoch_rows
+    return lambda nodes: tf.gather(self.cached, nodes)
 
   def _epoch_rows(self, nodes: tf.Tensor) -> tf.Tensor:
     """`nodes`' graph embeddings from their own trainable rows and the
     layers kept by the last `refresh`."""
     weights = self.layer_weights()
     combined = weights[0] * tf.gather(self.table, nodes)
-    for step in range(1, self.num_layers + 1):
-      combined += weights[step] * tf.gather(self.layer_cache[step - 1], nodes)
+    if self.kept_layers is not None:
+      kept = tf.gather(self.kept_layers, nodes)
+      combined += tf.einsum("k,nkd->nd", weights[1:], kept)
     return combined * tf.gather(self.connected, nodes)
 
   def refresh(self) -> None:
     """Stores the propagation of the current weights in `cached` (and,
-    with "epoch" propagation, its layers in `layer_cache`)."""
-    if self.layer_cache is None:
+    with "epoch" propagation, its layers in `kept_layers`)."""
+    if self.kept_layers is None:
       self.cached.assign(self.propagate(training=False))
       return
-    self.layer_cache.assign(tf.stack(self._layers(training=False)))
-    nodes = tf.range(self.num_nodes)
-    self.cached.assign(self._epoch_rows(nodes))
+    self.kept_layers.assign(tf.stack(self._layers(training=False), axis=1))
+    self.cached.assign(self._epoch_rows(tf.range(self.num_nodes)))
 
   def user_rows(self, user: tf.Tensor,
                 rows: Optional[GraphRows] = None) -> tf.Tensor:

@@ -117,9 +117,11 @@ class TwoStageModel(tfrs.Model):
 
   With `config.tower` graph or id+graph, both towers use the LightGCN
   embeddings (`graph.GraphEmbedding`) of `adjacency`, which must be built
-  from the rows the model trains on: a training step propagates once and
-  both towers gather from the result; everything else reads the graph's
-  cache, which `fit` refreshes when it returns.
+  from the rows the model trains on: a training step takes the graph's
+  `step_rows` once (one propagation, or none with "epoch" propagation) and
+  both towers gather from it; everything else reads the graph's cache,
+  which `fit` refreshes when it returns (and, with "epoch" propagation,
+  before every epoch).
 
   Trained under a `tf.distribute` strategy, each replica computes one
   device's loss for its rows of the global batch (`replicas`), with the
