@@ -177,10 +177,10 @@ def train_tutorial(split_data, replicas: int, seed: int, batches: int,
   return _timed_epochs(model, dataset, epochs)
 
 
-def worker(size: int, replicas: int, epochs: int, seed: int,
-           tutorial_batches: int, gan_steps: int,
-           model_settings: dict) -> dict:
-  """Runs every stage once in this process; returns the measurements."""
+def worker(config, replicas: int, epochs: int,
+           tutorial_batches: int) -> dict:
+  """Runs every stage of `config` (`run_config`'s) once in this process;
+  returns the measurements."""
   # pylint: disable=g-import-not-at-top
   import tfgan_rec  # noqa: F401  (Keras 2 before TensorFlow loads)
   from tfgan_rec import augmentation, data as data_lib
@@ -189,7 +189,7 @@ def worker(size: int, replicas: int, epochs: int, seed: int,
 
   gan_loop.use_logical_cpus(replicas)
   strategy = gan_loop.make_strategy()
-  config = run_config(size, seed, gan_steps, model_settings)
+  seed = config.seed
   stages = Stages()
 
   interactions = stages.run("synthetic", lambda: data_lib.load_interactions(
@@ -333,7 +333,7 @@ def plot(runs: list, path: str) -> None:
   print(f"wrote {path}")
 
 
-def stored_runs(args) -> dict:
+def stored_runs(args, model_settings: dict) -> dict:
   """{(size, replicas): run} of `args.output`, if it exists; refused if they
   were run with other --model settings."""
   if not os.path.exists(args.output):
@@ -342,7 +342,7 @@ def stored_runs(args) -> dict:
     runs = {(r["size"], r["replicas"]): r for r in json.load(handle)["runs"]}
   other = {json.dumps(r.get("model", {}), sort_keys=True)
            for r in runs.values()}
-  if other - {json.dumps(json.loads(args.model), sort_keys=True)}:
+  if other - {json.dumps(model_settings, sort_keys=True)}:
     raise SystemExit(f"{args.output} holds runs with --model "
                      f"{', '.join(sorted(other))}; pass another --output.")
   return runs
@@ -374,23 +374,23 @@ def main(argv=None) -> int:
                            "same size and replicas is replaced)")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  model_settings = json.loads(args.model)
   try:  # bad --model settings fail in one line, before any run starts
-    run_config(args.sizes[0], args.seed, args.gan_steps,
-               json.loads(args.model))
+    config = run_config(args.sizes[0], args.seed, args.gan_steps,
+                        model_settings)
   except InputError as error:
     parser.error(str(error))
   if args.worker:
-    result = worker(args.sizes[0], args.replicas[0], args.epochs, args.seed,
-                    args.tutorial_batches, args.gan_steps,
-                    json.loads(args.model))
+    result = worker(config, args.replicas[0], args.epochs,
+                    args.tutorial_batches)
     with open(args.output, "w", encoding="utf-8") as handle:
       json.dump(result, handle)
     return 0
-  runs = stored_runs(args) if args.append else {}
+  runs = stored_runs(args, model_settings) if args.append else {}
   for size in args.sizes:
     for replicas in args.replicas:
       runs[size, replicas] = dict(run_in_subprocess(size, replicas, args),
-                                  size=size, model=json.loads(args.model))
+                                  size=size, model=model_settings)
   runs = [runs[key] for key in sorted(runs)]
   print_table(runs)
   exponents = growth_exponents(runs)
